@@ -1,0 +1,156 @@
+//! Embedded migrations, one directory per backend with matching versions.
+//!
+//! Every operation holds a lock across processes for its whole run, so replicas starting
+//! together apply each migration once: a PostgreSQL session advisory lock, or an exclusive
+//! lock on a file beside the SQLite database. Each migration runs in its own transaction
+//! (both backends have transactional DDL), so a failing one leaves the schema as it was.
+
+use super::{DatabaseUrl, DbError, pg, sqlite};
+use diesel::migration::{Migration, MigrationSource};
+use diesel::pg::Pg;
+use diesel::sqlite::Sqlite;
+use diesel_async::{AsyncMigrationHarness, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::fs::File;
+
+const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// An arbitrary constant naming this program's migration lock among advisory locks.
+const PG_MIGRATION_LOCK: i64 = 0x7464_6f6d_6370_0001;
+
+/// One migration and whether it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub version: String,
+    pub name: String,
+    pub applied: bool,
+}
+
+/// What a migration command does.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    RunPending,
+    RevertLast,
+    Status,
+}
+
+/// Applies all pending migrations; returns the names of those applied.
+pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
+    run(url, Operation::RunPending).await
+}
+
+/// Reverts the most recently applied migration; returns its name (none if none applied).
+pub async fn revert_last(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
+    run(url, Operation::RevertLast).await
+}
+
+/// Every embedded migration, oldest first, and whether it is applied.
+pub async fn status(url: &DatabaseUrl) -> Result<Vec<MigrationState>, DbError> {
+    let applied = run(url, Operation::Status).await?;
+    let all: Vec<(String, String)> = match url {
+        DatabaseUrl::Postgres(_) => describe::<Pg>(&POSTGRES)?,
+        DatabaseUrl::Sqlite(_) => describe::<Sqlite>(&SQLITE)?,
+    };
+    Ok(all
+        .into_iter()
+        .map(|(version, name)| MigrationState {
+            applied: applied.contains(&version),
+            version,
+            name,
+        })
+        .collect())
+}
+
+fn describe<DB: diesel::backend::Backend>(
+    source: &EmbeddedMigrations,
+) -> Result<Vec<(String, String)>, DbError>
+where
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    let migrations: Vec<Box<dyn Migration<DB>>> =
+        MigrationSource::<DB>::migrations(source).map_err(migration_error)?;
+    Ok(migrations
+        .iter()
+        .map(|m| (m.name().version().to_string(), m.name().to_string()))
+        .collect())
+}
+
+async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbError> {
+    match url {
+        DatabaseUrl::Postgres(url) => {
+            let mut conn = pg::Connector::new(url)?
+                .establish()
+                .await
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            // Session-level: held until unlocked or the connection closes, whatever happens.
+            diesel::sql_query(format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
+                .execute(&mut conn)
+                .await?;
+            let mut harness = AsyncMigrationHarness::new(conn);
+            let outcome = apply(&mut harness, POSTGRES, operation);
+            let mut conn = harness.into_inner();
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"))
+                .execute(&mut conn)
+                .await?;
+            outcome
+        }
+        DatabaseUrl::Sqlite(path) => {
+            let conn = sqlite::establish(path).await?;
+            let lock_path = path.with_extension("migrate.lock");
+            let lock = File::create(&lock_path).map_err(|e| {
+                DbError::Migration(format!("cannot create {}: {e}", lock_path.display()))
+            })?;
+            let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+                .await
+                .map_err(|e| DbError::Migration(e.to_string()))?
+                .map_err(|e| {
+                    DbError::Migration(format!("cannot lock {}: {e}", lock_path.display()))
+                })?;
+            let mut harness = AsyncMigrationHarness::new(conn);
+            let outcome = apply(&mut harness, SQLITE, operation);
+            drop(lock);
+            outcome
+        }
+    }
+}
+
+fn apply<DB, H>(
+    harness: &mut H,
+    source: EmbeddedMigrations,
+    operation: Operation,
+) -> Result<Vec<String>, DbError>
+where
+    DB: diesel::backend::Backend,
+    H: MigrationHarness<DB>,
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    match operation {
+        Operation::RunPending => Ok(harness
+            .run_pending_migrations(source)
+            .map_err(migration_error)?
+            .iter()
+            .map(ToString::to_string)
+            .collect()),
+        Operation::RevertLast => {
+            let applied = harness.applied_migrations().map_err(migration_error)?;
+            if applied.is_empty() {
+                return Ok(Vec::new());
+            }
+            let reverted = harness
+                .revert_last_migration(source)
+                .map_err(migration_error)?;
+            Ok(vec![reverted.to_string()])
+        }
+        Operation::Status => Ok(harness
+            .applied_migrations()
+            .map_err(migration_error)?
+            .iter()
+            .map(ToString::to_string)
+            .collect()),
+    }
+}
+
+fn migration_error(error: Box<dyn std::error::Error + Send + Sync>) -> DbError {
+    DbError::Migration(error.to_string())
+}

@@ -1,0 +1,216 @@
+//! The database: connection pools for PostgreSQL and SQLite, transactions, migrations.
+//!
+//! Query code is written once: a store function takes a [`Tx`] and runs its diesel query
+//! inside [`on_backend!`], which compiles the body once per backend with `schema` naming
+//! that backend's tables. Nothing above this module knows which backend it talks to.
+
+pub mod migrations;
+pub mod pg;
+pub mod sql;
+pub mod sqlite;
+mod types;
+mod url;
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::bb8::PooledConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection, TransactionManager};
+use std::time::Duration;
+
+pub use types::DbUuid;
+pub use url::DatabaseUrl;
+
+/// Errors from the database layer, classified by what a caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached or the connection broke: retrying later may work.
+    #[error("storage unavailable, retry: {0}")]
+    Unavailable(String),
+    /// The transaction lost a race (serialization failure, deadlock, SQLite busy).
+    #[error("storage busy, retry: {0}")]
+    Contention(String),
+    #[error("database error: {0}")]
+    Query(DieselError),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<DieselError> for DbError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                DbError::Unavailable(info.message().to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+                DbError::Contention(info.message().to_owned())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_contention_message(info.message()) =>
+            {
+                DbError::Contention(info.message().to_owned())
+            }
+            DieselError::BrokenTransactionManager => {
+                DbError::Unavailable("the connection's transaction state was lost".into())
+            }
+            _ => DbError::Query(error),
+        }
+    }
+}
+
+/// SQLite reports a held write lock, and PostgreSQL a deadlock, as plain database errors.
+fn is_contention_message(message: &str) -> bool {
+    message.contains("database is locked")
+        || message.contains("database table is locked")
+        || message.contains("deadlock detected")
+}
+
+fn unavailable(error: impl std::fmt::Display) -> DbError {
+    DbError::Unavailable(error.to_string())
+}
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a caller waits for a connection before getting "storage unavailable".
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections to one database, PostgreSQL or SQLite.
+#[derive(Clone)]
+pub enum Database {
+    Postgres(pg::Pool),
+    Sqlite(sqlite::Pool),
+}
+
+impl Database {
+    /// Builds the pool. Connections are opened lazily, so this succeeds while the database
+    /// is down; the first query then reports "storage unavailable".
+    pub async fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, DbError> {
+        match url {
+            DatabaseUrl::Postgres(url) => Ok(Database::Postgres(pg::pool(url, options)?)),
+            DatabaseUrl::Sqlite(path) => Ok(Database::Sqlite(sqlite::pool(path, options).await?)),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgresql",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Starts a transaction on a pooled connection. SQLite's begins `IMMEDIATE`, taking the
+    /// write lock up front, so concurrent writers wait on the busy timeout instead of
+    /// failing when a read transaction tries to upgrade.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        let mut conn = match self {
+            Database::Postgres(pool) => {
+                Conn::Postgres(pool.get_owned().await.map_err(unavailable)?)
+            }
+            Database::Sqlite(pool) => Conn::Sqlite(pool.get_owned().await.map_err(unavailable)?),
+        };
+        match &mut conn {
+            Conn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            Conn::Sqlite(c) => sqlite::begin_immediate(c).await?,
+        }
+        Ok(Tx { conn })
+    }
+
+    /// Checks that a connection can be had and answers a trivial query.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let tx = self.begin().await?;
+        tx.rollback().await
+    }
+}
+
+/// A pooled connection of either backend. (Not boxed: one lives per call, on the stack
+/// of the call's future, and boxing would add an allocation per call.)
+#[allow(clippy::large_enum_variant)]
+pub enum Conn {
+    Postgres(PooledConnection<'static, AsyncPgConnection>),
+    Sqlite(PooledConnection<'static, sqlite::Connection>),
+}
+
+/// An open transaction. It must end in [`Tx::commit`] or [`Tx::rollback`]; one that is
+/// dropped (a cancelled call) leaves its connection marked broken, and the pool discards it.
+pub struct Tx {
+    pub conn: Conn,
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            Conn::Sqlite(c) => {
+                <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), DbError> {
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            Conn::Sqlite(c) => {
+                <sqlite::Connection as AsyncConnection>::TransactionManager::rollback_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a diesel query body against whichever backend `$tx` holds.
+///
+/// Inside the body, `$conn` is the backend's connection and `schema` its table module;
+/// the body is compiled once per backend, so it must type-check against both.
+#[macro_export]
+macro_rules! on_backend {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut $tx.conn {
+            $crate::db::Conn::Postgres(pooled) => {
+                #[allow(unused_imports)]
+                use $crate::db::pg::schema;
+                let $conn: &mut diesel_async::AsyncPgConnection = &mut *pooled;
+                $body
+            }
+            $crate::db::Conn::Sqlite(pooled) => {
+                #[allow(unused_imports)]
+                use $crate::db::sqlite::schema;
+                let $conn: &mut $crate::db::sqlite::Connection = &mut *pooled;
+                $body
+            }
+        }
+    };
+}

@@ -1,0 +1,63 @@
+//! PostgreSQL tables. Column order matches src/db/sqlite/schema.rs: the row structs in
+//! `crate::store` are read positionally from either.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        user_id -> Text,
+        name -> Nullable<Text>,
+        token_hash -> Binary,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Uuid,
+        user_id -> Text,
+        title -> Text,
+        description -> Nullable<Text>,
+        completed -> Bool,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> Uuid,
+        user_id -> Text,
+        title -> Nullable<Text>,
+        status -> Text,
+        summary -> Nullable<Text>,
+        summary_through_message_id -> Nullable<BigInt>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        conversation_id -> Uuid,
+        user_id -> Text,
+        role -> Text,
+        content -> Text,
+        tool_calls -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(users, api_tokens, tasks, conversations, messages);

@@ -1,0 +1,63 @@
+//! SQLite tables. Column order matches src/db/pg/schema.rs: the row structs in
+//! `crate::store` are read positionally from either.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Nullable<Text>,
+        token_hash -> Binary,
+        created_at -> TimestamptzSqlite,
+        expires_at -> Nullable<TimestamptzSqlite>,
+        revoked_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Text,
+        user_id -> Text,
+        title -> Text,
+        description -> Nullable<Text>,
+        completed -> Bool,
+        idempotency_key -> Nullable<Text>,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+        completed_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> Text,
+        user_id -> Text,
+        title -> Nullable<Text>,
+        status -> Text,
+        summary -> Nullable<Text>,
+        summary_through_message_id -> Nullable<BigInt>,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+        archived_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        conversation_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        content -> Text,
+        tool_calls -> Nullable<Json>,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(users, api_tokens, tasks, conversations, messages);

@@ -1,0 +1,290 @@
+//! The `todo-mcp` command line.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use todo_mcp::auth::Authenticator;
+use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
+use todo_mcp::store::{StoreError, UserId, tokens, users};
+
+/// Durable tasks and conversation history for AI agents, over MCP.
+///
+/// Storage is PostgreSQL (DATABASE_URL=postgres://…; add ?sslmode=require for TLS, as on
+/// Neon) or, by default, an embedded SQLite file at $XDG_DATA_HOME/todo-mcp/todo.db
+/// (~/.local/share/todo-mcp/todo.db). Every tool call acts for the user named by the
+/// caller's token (TODO_MCP_TOKEN on stdio), never by a tool argument.
+#[derive(Parser)]
+#[command(name = "todo-mcp", version, about, long_about)]
+struct Cli {
+    /// postgres://…, postgresql://…, sqlite://PATH or a file path [default: the embedded SQLite file]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Most connections to PostgreSQL this process opens.
+    #[arg(long, env = "TODO_MCP_POOL_SIZE", default_value_t = 10, global = true)]
+    pool_size: u32,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over stdin/stdout (for Claude Desktop and other local clients).
+    ///
+    /// The user comes from TODO_MCP_TOKEN (an API token from `todo-mcp token create`, or an
+    /// HS256 JWT when TODO_MCP_JWT_SECRET is set). An invalid, expired or revoked token
+    /// stops the server at start. Without a token the server acts as the single local user
+    /// `local`. Pending migrations are applied first unless --no-migrate.
+    Stdio {
+        /// Do not apply pending migrations at start (fail instead if any are pending).
+        #[arg(long)]
+        no_migrate: bool,
+        /// Bearer credential naming the user.
+        #[arg(
+            long = "token",
+            env = "TODO_MCP_TOKEN",
+            hide_env_values = true,
+            hide = true
+        )]
+        token: Option<String>,
+        /// Secret for HS256 JWTs (`sub` = user id, `exp` required).
+        #[arg(long, env = "TODO_MCP_JWT_SECRET", hide_env_values = true, hide = true)]
+        jwt_secret: Option<String>,
+    },
+    /// Database migrations (embedded in the binary): apply, inspect or revert.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Issue, list and revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum MigrateAction {
+    /// Apply pending migrations (the default).
+    Run,
+    /// List migrations and whether each is applied.
+    Status,
+    /// Revert the most recently applied migration.
+    Down,
+    /// Revert the latest migration and apply it again.
+    Redo,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Issue a token for a user (created if new) and print it alone on stdout.
+    Create {
+        /// The user id the token acts as.
+        #[arg(long)]
+        user: String,
+        /// A label to recognise the token by in `token list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until the token expires [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires_in: Option<u32>,
+    },
+    /// List a user's tokens (never their secrets), as JSON lines.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token by id; it stops working on its next use.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("todo-mcp: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("todo-mcp: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, always: in stdio mode stdout belongs to the protocol.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TODO_MCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("todo_mcp=info,warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = match &cli.database_url {
+        Some(raw) => DatabaseUrl::parse(raw)?,
+        None => DatabaseUrl::default_sqlite()?,
+    };
+    let options = PoolOptions {
+        max_connections: cli.pool_size.max(1),
+        ..PoolOptions::default()
+    };
+    match cli.command {
+        Command::Stdio {
+            no_migrate,
+            token,
+            jwt_secret,
+        } => {
+            let db = prepare(&url, &options, no_migrate).await?;
+            let authenticator = Authenticator::new(jwt_secret.as_deref());
+            let user = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(token) => authenticator
+                    .authenticate(&db, token)
+                    .await
+                    .context("TODO_MCP_TOKEN was refused")?,
+                None => {
+                    tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
+                    let user = UserId::local();
+                    ensure_user(&db, &user).await?;
+                    user
+                }
+            };
+            tracing::info!(user = %user, "serving MCP on stdio");
+            todo_mcp::transport::stdio::serve(db, user).await
+        }
+        Command::Migrate { action } => migrate(&url, action.unwrap_or(MigrateAction::Run)).await,
+        Command::Token { action } => {
+            let db = prepare(&url, &options, false).await?;
+            token(&db, action).await
+        }
+    }
+}
+
+/// Applies pending migrations (unless told not to, in which case it checks there are
+/// none) and opens the pool.
+async fn prepare(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+    no_migrate: bool,
+) -> anyhow::Result<Database> {
+    tracing::info!(database = %url.redacted(), "opening database");
+    if no_migrate {
+        let pending: Vec<_> = migrations::status(url)
+            .await?
+            .into_iter()
+            .filter(|m| !m.applied)
+            .map(|m| m.name)
+            .collect();
+        if !pending.is_empty() {
+            bail!(
+                "migrations pending ({}); run `todo-mcp migrate` or start without --no-migrate",
+                pending.join(", ")
+            );
+        }
+    } else {
+        for name in migrations::run_pending(url).await? {
+            tracing::info!(migration = %name, "applied migration");
+        }
+    }
+    Ok(Database::connect(url, options).await?)
+}
+
+async fn ensure_user(db: &Database, user: &UserId) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    users::ensure(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn migrate(url: &DatabaseUrl, action: MigrateAction) -> anyhow::Result<()> {
+    match action {
+        MigrateAction::Run => {
+            let applied = migrations::run_pending(url).await?;
+            if applied.is_empty() {
+                eprintln!("no pending migrations");
+            }
+            for name in applied {
+                eprintln!("applied {name}");
+            }
+        }
+        MigrateAction::Status => {
+            for migration in migrations::status(url).await? {
+                let state = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{state}\t{}", migration.name);
+            }
+        }
+        MigrateAction::Down => revert(url).await?,
+        MigrateAction::Redo => {
+            revert(url).await?;
+            for name in migrations::run_pending(url).await? {
+                eprintln!("applied {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn revert(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let reverted = migrations::revert_last(url).await?;
+    if reverted.is_empty() {
+        eprintln!("no migration is applied");
+    }
+    for name in reverted {
+        eprintln!("reverted {name}");
+    }
+    Ok(())
+}
+
+async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    match action {
+        TokenAction::Create {
+            user,
+            name,
+            expires_in,
+        } => {
+            let user = UserId::parse(&user)?;
+            let expires_at =
+                expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
+            let issued = tokens::create(&mut tx, &user, name.as_deref(), expires_at).await?;
+            tx.commit().await?;
+            eprintln!("token {} issued for user {user}", issued.id);
+            println!("{}", issued.secret);
+        }
+        TokenAction::List { user } => {
+            let user = UserId::parse(&user)?;
+            let list = tokens::list(&mut tx, &user).await?;
+            tx.rollback().await?;
+            for token in list {
+                println!("{}", serde_json::to_string(&token)?);
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let id = uuid::Uuid::parse_str(id.trim())
+                .map_err(|_| StoreError::invalid("id", format!("`{id}` is not a token id")))?;
+            let revoked = tokens::revoke(&mut tx, id).await?;
+            tx.commit().await?;
+            eprintln!("token {} of user {} revoked", revoked.id, revoked.user_id);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! Conversations and their messages.
+//!
+//! Each user also has two activity-log conversations (see [`ActivityLog`]) that hold the
+//! records of tool calls not tied to a conversation of the caller's choosing.
+
+use super::{StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use crate::db::{DbUuid, Tx};
+use crate::on_backend;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+const CURSOR_KIND: &str = "c";
+const ACTIVE: &str = "active";
+const ARCHIVED: &str = "archived";
+
+/// A row of `conversations`, in column order.
+#[derive(Debug, Queryable)]
+struct ConversationRow {
+    id: DbUuid,
+    _user_id: String,
+    title: Option<String>,
+    status: String,
+    summary: Option<String>,
+    summary_through_message_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    archived_at: Option<DateTime<Utc>>,
+}
+
+/// A conversation as tools return it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Conversation {
+    /// The conversation's id (a UUID).
+    pub id: String,
+    pub title: Option<String>,
+    /// `active`, or `archived` (hidden from lists; history still readable).
+    pub status: String,
+    /// Long-term context: a summary of the conversation up to `summary_through_message_id`.
+    pub summary: Option<String>,
+    pub summary_through_message_id: Option<i64>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    /// RFC 3339, UTC; null unless archived.
+    pub archived_at: Option<String>,
+}
+
+impl From<ConversationRow> for Conversation {
+    fn from(row: ConversationRow) -> Self {
+        Conversation {
+            id: row.id.0.to_string(),
+            title: row.title,
+            status: row.status,
+            summary: row.summary,
+            summary_through_message_id: row.summary_through_message_id,
+            created_at: format_time(row.created_at),
+            updated_at: format_time(row.updated_at),
+            archived_at: row.archived_at.map(format_time),
+        }
+    }
+}
+
+/// A row of `messages`, in column order.
+#[derive(Debug, Queryable)]
+struct MessageRow {
+    id: i64,
+    conversation_id: DbUuid,
+    _user_id: String,
+    role: String,
+    content: String,
+    tool_calls: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+}
+
+/// A message as tools return it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Message {
+    /// Strictly increasing within the database: later messages have larger ids.
+    pub id: i64,
+    pub conversation_id: String,
+    /// `user`, `assistant`, `system`, or `tool` (the record of a tool call).
+    pub role: String,
+    pub content: String,
+    /// On `tool` messages: the tool called, its arguments, its result or error, its duration.
+    pub tool_calls: Option<serde_json::Value>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        Message {
+            id: row.id,
+            conversation_id: row.conversation_id.0.to_string(),
+            role: row.role,
+            content: row.content,
+            tool_calls: row.tool_calls,
+            created_at: format_time(row.created_at),
+        }
+    }
+}
+
+/// The roles a caller may append; `tool` messages are written only by the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+}
+
+/// The per-user conversations that hold tool-call records.
+///
+/// `Calls` holds the record of every call made without a `conversation_id`. Reading a
+/// conversation's history is recorded in `Calls`, except reading `Calls` itself, which is
+/// recorded in `Reads` (and reading `Reads` in `Calls`): so no read makes the history it
+/// reads grow. Their ids are derived from the user id, so finding them costs no query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityLog {
+    Calls,
+    Reads,
+}
+
+impl ActivityLog {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d1c_2b9e_8f3a_4c57_9e0b_7a41_d2c8_5f13);
+
+    pub fn id(self, user: &UserId) -> uuid::Uuid {
+        let name = match self {
+            ActivityLog::Calls => format!("calls:{user}"),
+            ActivityLog::Reads => format!("reads:{user}"),
+        };
+        uuid::Uuid::new_v5(&Self::NAMESPACE, name.as_bytes())
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ActivityLog::Calls => "Tool activity",
+            ActivityLog::Reads => "Tool activity: reads of the activity log",
+        }
+    }
+
+    /// Where to record a read of conversation `read`: never in `read` itself.
+    pub fn for_reading(user: &UserId, read: uuid::Uuid) -> uuid::Uuid {
+        if read == ActivityLog::Calls.id(user) {
+            ActivityLog::Reads.id(user)
+        } else {
+            ActivityLog::Calls.id(user)
+        }
+    }
+}
+
+/// Creates the user's activity logs if missing.
+pub async fn ensure_activity_logs(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
+    let at = now();
+    for log in [ActivityLog::Calls, ActivityLog::Reads] {
+        on_backend!(tx, |conn| {
+            use schema::conversations::dsl as c;
+            diesel::insert_into(c::conversations)
+                .values((
+                    c::id.eq(DbUuid(log.id(user))),
+                    c::user_id.eq(user.as_str()),
+                    c::title.eq(log.title()),
+                    c::status.eq(ACTIVE),
+                    c::created_at.eq(at),
+                    c::updated_at.eq(at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?
+        });
+    }
+    Ok(())
+}
+
+pub async fn start(
+    tx: &mut Tx,
+    user: &UserId,
+    title: Option<&str>,
+) -> Result<Conversation, StoreError> {
+    let title = title
+        .map(|t| check_text("title", t, limits::CONVERSATION_TITLE, false))
+        .transpose()?
+        .filter(|t| !t.is_empty());
+    let at = now();
+    let row: ConversationRow = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::insert_into(c::conversations)
+            .values((
+                c::id.eq(DbUuid(uuid::Uuid::now_v7())),
+                c::user_id.eq(user.as_str()),
+                c::title.eq(&title),
+                c::status.eq(ACTIVE),
+                c::created_at.eq(at),
+                c::updated_at.eq(at),
+            ))
+            .returning(c::conversations::all_columns())
+            .get_result(conn)
+            .await?
+    });
+    Ok(row.into())
+}
+
+/// A page of conversations, newest first; archived ones only if asked for.
+pub async fn list(
+    tx: &mut Tx,
+    user: &UserId,
+    include_archived: bool,
+    limit: Option<i64>,
+    page_cursor: Option<&str>,
+) -> Result<(Vec<Conversation>, Option<String>), StoreError> {
+    let limit = page_size("limit", limit)?;
+    let after = page_cursor
+        .map(|c| cursor::decode(CURSOR_KIND, "cursor", c))
+        .transpose()?
+        .map(DbUuid);
+    let mut rows: Vec<ConversationRow> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        let mut select = c::conversations
+            .filter(c::user_id.eq(user.as_str()))
+            .into_boxed();
+        if !include_archived {
+            select = select.filter(c::status.eq(ACTIVE));
+        }
+        if let Some(after) = after {
+            select = select.filter(c::id.lt(after));
+        }
+        select
+            .order(c::id.desc())
+            .limit(limit + 1)
+            .load(conn)
+            .await?
+    });
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = more
+        .then(|| rows.last().map(|row| cursor::encode(CURSOR_KIND, row.id.0)))
+        .flatten();
+    Ok((rows.into_iter().map(Conversation::from).collect(), next))
+}
+
+/// The conversation, if it is the user's.
+pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+    let row: Option<ConversationRow> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        c::conversations
+            .filter(c::id.eq(DbUuid(id)))
+            .filter(c::user_id.eq(user.as_str()))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    row.map(Conversation::from)
+        .ok_or_else(|| StoreError::not_found("conversation", id))
+}
+
+/// Appends a message. The conversation's row is updated first, which locks it, so
+/// appends to one conversation commit one at a time and in id order.
+pub async fn append_message(
+    tx: &mut Tx,
+    user: &UserId,
+    conversation: uuid::Uuid,
+    role: Role,
+    content: &str,
+) -> Result<Message, StoreError> {
+    if content.contains('\0') {
+        return Err(StoreError::invalid("content", "must not contain NUL bytes"));
+    }
+    let length = content.chars().count();
+    if length > limits::MESSAGE_CONTENT {
+        return Err(StoreError::invalid(
+            "content",
+            format!(
+                "is {length} characters; the limit is {}",
+                limits::MESSAGE_CONTENT
+            ),
+        ));
+    }
+    if content.trim().is_empty() {
+        return Err(StoreError::invalid("content", "must not be empty"));
+    }
+    let status = touch(tx, user, conversation).await?;
+    if status == ARCHIVED {
+        return Err(StoreError::Conflict(format!(
+            "conversation {conversation} is archived: start a new one to continue"
+        )));
+    }
+    insert_message(tx, user, conversation, role.as_str(), content, None).await
+}
+
+/// Bumps `updated_at` (locking the row) and returns the conversation's status.
+async fn touch(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<String, StoreError> {
+    let at = now();
+    let status: Option<String> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str())),
+        )
+        .set(c::updated_at.eq(at))
+        .returning(c::status)
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    status.ok_or_else(|| StoreError::not_found("conversation", id))
+}
+
+/// Inserts a message row; callers have checked that the conversation is the user's
+/// (the composite foreign key enforces it regardless).
+pub(super) async fn insert_message(
+    tx: &mut Tx,
+    user: &UserId,
+    conversation: uuid::Uuid,
+    role: &str,
+    content: &str,
+    tool_calls: Option<serde_json::Value>,
+) -> Result<Message, StoreError> {
+    let at = now();
+    let row: MessageRow = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        diesel::insert_into(m::messages)
+            .values((
+                m::conversation_id.eq(DbUuid(conversation)),
+                m::user_id.eq(user.as_str()),
+                m::role.eq(role),
+                m::content.eq(content),
+                m::tool_calls.eq(&tool_calls),
+                m::created_at.eq(at),
+            ))
+            .returning(m::messages::all_columns())
+            .get_result(conn)
+            .await?
+    });
+    Ok(row.into())
+}
+
+/// A conversation, its summary, and a page of its messages, oldest first.
+pub struct History {
+    pub conversation: Conversation,
+    pub messages: Vec<Message>,
+    /// Pass as `before` to read the page before this one; none at the start.
+    pub next_cursor: Option<i64>,
+}
+
+pub async fn history(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+    limit: Option<i64>,
+    before: Option<i64>,
+) -> Result<History, StoreError> {
+    let limit = page_size("limit", limit)?;
+    if let Some(before) = before.filter(|b| *b < 1) {
+        return Err(StoreError::invalid(
+            "before",
+            format!("{before} is not a message id (ids start at 1)"),
+        ));
+    }
+    let conversation = get(tx, user, id).await?;
+    let mut rows: Vec<MessageRow> = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        let mut select = m::messages
+            .filter(m::conversation_id.eq(DbUuid(id)))
+            .filter(m::user_id.eq(user.as_str()))
+            .into_boxed();
+        if let Some(before) = before {
+            select = select.filter(m::id.lt(before));
+        }
+        select
+            .order(m::id.desc())
+            .limit(limit + 1)
+            .load(conn)
+            .await?
+    });
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    let next_cursor = more
+        .then(|| <[MessageRow]>::first(&rows).map(|row| row.id))
+        .flatten();
+    Ok(History {
+        conversation,
+        messages: rows.into_iter().map(Message::from).collect(),
+        next_cursor,
+    })
+}
+
+pub async fn set_summary(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+    summary: &str,
+    through_message_id: Option<i64>,
+) -> Result<Conversation, StoreError> {
+    let summary = check_text("summary", summary, limits::SUMMARY, false)?;
+    if let Some(message) = through_message_id {
+        let found: Option<i64> = on_backend!(tx, |conn| {
+            use schema::messages::dsl as m;
+            m::messages
+                .filter(m::id.eq(message))
+                .filter(m::conversation_id.eq(DbUuid(id)))
+                .filter(m::user_id.eq(user.as_str()))
+                .select(m::id)
+                .first(conn)
+                .await
+                .optional()?
+        });
+        if found.is_none() {
+            // Tell apart "no such conversation" from "no such message in it".
+            get(tx, user, id).await?;
+            return Err(StoreError::invalid(
+                "through_message_id",
+                format!("message {message} is not in conversation {id}"),
+            ));
+        }
+    }
+    let at = now();
+    let row: Option<ConversationRow> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str())),
+        )
+        .set((
+            c::summary.eq(Some(&summary).filter(|s| !s.is_empty())),
+            c::summary_through_message_id.eq(through_message_id),
+            c::updated_at.eq(at),
+        ))
+        .returning(c::conversations::all_columns())
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    row.map(Conversation::from)
+        .ok_or_else(|| StoreError::not_found("conversation", id))
+}
+
+/// Archives (soft-deletes) a conversation; an archived one is returned unchanged.
+pub async fn archive(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+) -> Result<Conversation, StoreError> {
+    let at = now();
+    let row: Option<ConversationRow> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str()))
+                .filter(c::status.eq(ACTIVE)),
+        )
+        .set((
+            c::status.eq(ARCHIVED),
+            c::archived_at.eq(Some(at)),
+            c::updated_at.eq(at),
+        ))
+        .returning(c::conversations::all_columns())
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    match row {
+        Some(row) => Ok(row.into()),
+        None => get(tx, user, id).await,
+    }
+}

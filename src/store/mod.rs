@@ -1,0 +1,234 @@
+//! The domain: tasks, conversations, messages, users and their tokens, and the audit trail.
+//!
+//! Every function takes the caller's [`UserId`] and an open transaction, and every query
+//! filters by that user: a row of another user is indistinguishable from a missing one.
+
+pub mod audit;
+pub mod conversations;
+pub mod tasks;
+pub mod tokens;
+pub mod users;
+
+use crate::db::DbError;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+
+/// Size limits, in characters, checked before anything is written.
+pub mod limits {
+    pub const TITLE: usize = 500;
+    pub const DESCRIPTION: usize = 10_000;
+    pub const CONVERSATION_TITLE: usize = 500;
+    pub const MESSAGE_CONTENT: usize = 100_000;
+    pub const SUMMARY: usize = 100_000;
+    pub const IDEMPOTENCY_KEY: usize = 200;
+    pub const USER_ID: usize = 255;
+    pub const TOKEN_NAME: usize = 200;
+    pub const PAGE_MAX: i64 = 200;
+    pub const PAGE_DEFAULT: i64 = 50;
+}
+
+/// The user every query is scoped to. It comes from the caller's credential, never from
+/// a tool argument.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// The single user of a server run without a token.
+    pub fn local() -> Self {
+        UserId("local".into())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, StoreError> {
+        let id = raw.trim();
+        if id.is_empty() {
+            return Err(StoreError::invalid("user", "must not be empty"));
+        }
+        if id.chars().count() > limits::USER_ID {
+            return Err(StoreError::invalid(
+                "user",
+                format!("must be at most {} characters", limits::USER_ID),
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(StoreError::invalid(
+                "user",
+                "must not contain control characters",
+            ));
+        }
+        Ok(UserId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What can go wrong in the domain, each kind with what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{entity} {id} not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl StoreError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(entity: &'static str, id: impl std::fmt::Display) -> Self {
+        StoreError::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// A short stable name for the error kind, for clients and the audit trail.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Invalid { .. } => "invalid_argument",
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Db(DbError::Unavailable(_)) => "unavailable",
+            StoreError::Db(DbError::Contention(_)) => "busy",
+            StoreError::Db(_) => "internal",
+        }
+    }
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(error: diesel::result::Error) -> Self {
+        StoreError::Db(DbError::from(error))
+    }
+}
+
+/// Now, at the microsecond precision both backends store, so a value written and read
+/// back compares equal.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Times in tool results: RFC 3339, UTC, microseconds.
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Parses an id argument, naming the field when it is not a uuid.
+pub fn parse_uuid(field: &'static str, raw: &str) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map_err(|_| StoreError::invalid(field, format!("`{raw}` is not a uuid")))
+}
+
+/// Checks a text argument: no NUL bytes (PostgreSQL text cannot hold them), within `max`
+/// characters, and, if `required`, not blank. Returns it trimmed of surrounding space.
+pub fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<String, StoreError> {
+    if value.contains('\0') {
+        return Err(StoreError::invalid(field, "must not contain NUL bytes"));
+    }
+    let trimmed = value.trim();
+    if required && trimmed.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    let length = trimmed.chars().count();
+    if length > max {
+        return Err(StoreError::invalid(
+            field,
+            format!("is {length} characters; the limit is {max}"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A page size argument: `default` when absent, an error outside 1..=PAGE_MAX.
+pub fn page_size(field: &'static str, requested: Option<i64>) -> Result<i64, StoreError> {
+    match requested {
+        None => Ok(limits::PAGE_DEFAULT),
+        Some(n) if (1..=limits::PAGE_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(StoreError::invalid(
+            field,
+            format!("{n} is outside 1..={}", limits::PAGE_MAX),
+        )),
+    }
+}
+
+/// Opaque keyset cursors: the last id of a page, base64url-encoded with a kind prefix so
+/// a cursor of one list is refused by another.
+pub mod cursor {
+    use super::*;
+
+    pub fn encode(kind: &str, id: uuid::Uuid) -> String {
+        format!("{kind}_{}", URL_SAFE_NO_PAD.encode(id.as_bytes()))
+    }
+
+    pub fn decode(kind: &str, field: &'static str, raw: &str) -> Result<uuid::Uuid, StoreError> {
+        let bad = || StoreError::invalid(field, "is not a cursor this list returned");
+        let encoded = raw
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .ok_or_else(bad)?;
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| bad())?;
+        uuid::Uuid::from_slice(&bytes).map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_checks_name_the_field() {
+        assert!(matches!(
+            check_text("title", "  ", 10, true),
+            Err(StoreError::Invalid { field: "title", .. })
+        ));
+        assert!(matches!(
+            check_text("title", "a\0b", 10, true),
+            Err(StoreError::Invalid { field: "title", .. })
+        ));
+        assert!(matches!(
+            check_text("title", &"x".repeat(11), 10, true),
+            Err(StoreError::Invalid { field: "title", .. })
+        ));
+        assert_eq!(check_text("title", " milk ", 10, true).unwrap(), "milk");
+        assert_eq!(check_text("description", "", 10, false).unwrap(), "");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        let id = uuid::Uuid::now_v7();
+        let encoded = cursor::encode("t", id);
+        assert_eq!(cursor::decode("t", "cursor", &encoded).unwrap(), id);
+        assert!(cursor::decode("c", "cursor", &encoded).is_err());
+        assert!(cursor::decode("t", "cursor", "t_!!!").is_err());
+        assert!(cursor::decode("t", "cursor", "t_AAAA").is_err());
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(page_size("limit", None).unwrap(), 50);
+        assert_eq!(page_size("limit", Some(200)).unwrap(), 200);
+        assert!(page_size("limit", Some(0)).is_err());
+        assert!(page_size("limit", Some(-5)).is_err());
+        assert!(page_size("limit", Some(201)).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! Tasks: a user's to-do items.
+
+use super::{StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use crate::db::sql::{coalesce, lower};
+use crate::db::{DbUuid, Tx};
+use crate::on_backend;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// A row of `tasks`, in column order.
+#[derive(Debug, Queryable)]
+struct TaskRow {
+    id: DbUuid,
+    _user_id: String,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    _idempotency_key: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// A task as tools return it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+pub struct Task {
+    /// The task's id (a UUID).
+    pub id: String,
+    pub title: String,
+    /// Free-form details; null when none were given.
+    pub description: Option<String>,
+    pub completed: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+    /// RFC 3339, UTC; null while the task is pending.
+    pub completed_at: Option<String>,
+}
+
+impl From<TaskRow> for Task {
+    fn from(row: TaskRow) -> Self {
+        Task {
+            id: row.id.0.to_string(),
+            title: row.title,
+            description: row.description,
+            completed: row.completed,
+            created_at: format_time(row.created_at),
+            updated_at: format_time(row.updated_at),
+            completed_at: row.completed_at.map(format_time),
+        }
+    }
+}
+
+const CURSOR_KIND: &str = "t";
+
+/// Which tasks `list` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    #[default]
+    All,
+    Pending,
+    Completed,
+}
+
+pub struct NewTask<'a> {
+    pub title: &'a str,
+    pub description: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Adds a task. With an idempotency key already used by this user, creates nothing and
+/// returns the task that key created first.
+pub async fn add(tx: &mut Tx, user: &UserId, new: NewTask<'_>) -> Result<Task, StoreError> {
+    let title = check_text("title", new.title, limits::TITLE, true)?;
+    let description = new
+        .description
+        .map(|d| check_text("description", d, limits::DESCRIPTION, false))
+        .transpose()?
+        .filter(|d| !d.is_empty());
+    let idempotency_key = new
+        .idempotency_key
+        .map(|k| check_text("idempotency_key", k, limits::IDEMPOTENCY_KEY, true))
+        .transpose()?;
+    let id = DbUuid(uuid::Uuid::now_v7());
+    let created_at = now();
+    let inserted: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        diesel::insert_into(t::tasks)
+            .values((
+                t::id.eq(id),
+                t::user_id.eq(user.as_str()),
+                t::title.eq(&title),
+                t::description.eq(&description),
+                t::completed.eq(false),
+                t::idempotency_key.eq(&idempotency_key),
+                t::created_at.eq(created_at),
+                t::updated_at.eq(created_at),
+            ))
+            .on_conflict((t::user_id, t::idempotency_key))
+            .do_nothing()
+            .returning(t::tasks::all_columns())
+            .get_result(conn)
+            .await
+            .optional()?
+    });
+    if let Some(row) = inserted {
+        return Ok(row.into());
+    }
+    // The key was used before: return what it created.
+    let key = idempotency_key.unwrap_or_default();
+    let existing: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        t::tasks
+            .filter(t::user_id.eq(user.as_str()))
+            .filter(t::idempotency_key.eq(&key))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    existing
+        .map(Task::from)
+        .ok_or_else(|| StoreError::Conflict("the task for this idempotency_key was deleted".into()))
+}
+
+pub struct ListQuery<'a> {
+    pub status: StatusFilter,
+    pub query: Option<&'a str>,
+    pub limit: Option<i64>,
+    pub cursor: Option<&'a str>,
+}
+
+/// A page of tasks, newest first, and the cursor of the next page (none at the end).
+pub async fn list(
+    tx: &mut Tx,
+    user: &UserId,
+    query: ListQuery<'_>,
+) -> Result<(Vec<Task>, Option<String>), StoreError> {
+    let limit = page_size("limit", query.limit)?;
+    let after = query
+        .cursor
+        .map(|c| cursor::decode(CURSOR_KIND, "cursor", c))
+        .transpose()?
+        .map(DbUuid);
+    let pattern = query
+        .query
+        .map(|q| check_text("query", q, limits::TITLE, false))
+        .transpose()?
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
+    let rows: Vec<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        let mut select = t::tasks.filter(t::user_id.eq(user.as_str())).into_boxed();
+        match query.status {
+            StatusFilter::All => {}
+            StatusFilter::Pending => select = select.filter(t::completed.eq(false)),
+            StatusFilter::Completed => select = select.filter(t::completed.eq(true)),
+        }
+        if let Some(after) = after {
+            select = select.filter(t::id.lt(after));
+        }
+        if let Some(pattern) = &pattern {
+            select = select.filter(
+                lower(t::title.nullable())
+                    .like(pattern)
+                    .escape('\\')
+                    .or(lower(t::description).like(pattern).escape('\\')),
+            );
+        }
+        select
+            .order(t::id.desc())
+            .limit(limit + 1)
+            .load(conn)
+            .await?
+    });
+    Ok(page(rows, limit))
+}
+
+fn page(mut rows: Vec<TaskRow>, limit: i64) -> (Vec<Task>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = more
+        .then(|| rows.last().map(|row| cursor::encode(CURSOR_KIND, row.id.0)))
+        .flatten();
+    (rows.into_iter().map(Task::from).collect(), next)
+}
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Marks a task completed; a completed task is returned unchanged.
+pub async fn complete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {
+    let at = now();
+    let updated: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        diesel::update(
+            t::tasks
+                .filter(t::id.eq(DbUuid(id)))
+                .filter(t::user_id.eq(user.as_str()))
+                .filter(t::completed.eq(false)),
+        )
+        .set((
+            t::completed.eq(true),
+            t::completed_at.eq(Some(at)),
+            t::updated_at.eq(at),
+        ))
+        .returning(t::tasks::all_columns())
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    match updated {
+        Some(row) => Ok(row.into()),
+        None => get(tx, user, id).await,
+    }
+}
+
+/// The changes `update` makes; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct TaskChanges<'a> {
+    pub title: Option<&'a str>,
+    /// An empty description clears it.
+    pub description: Option<&'a str>,
+    pub completed: Option<bool>,
+}
+
+pub async fn update(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+    changes: TaskChanges<'_>,
+) -> Result<Task, StoreError> {
+    if changes.title.is_none() && changes.description.is_none() && changes.completed.is_none() {
+        return Err(StoreError::invalid(
+            "title",
+            "nothing to change: give at least one of title, description, completed",
+        ));
+    }
+    let title = changes
+        .title
+        .map(|t| check_text("title", t, limits::TITLE, true))
+        .transpose()?;
+    let description = changes
+        .description
+        .map(|d| check_text("description", d, limits::DESCRIPTION, false))
+        .transpose()?
+        .map(|d| Some(d).filter(|d| !d.is_empty()));
+    let at = now();
+    let updated: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        let target = t::tasks
+            .filter(t::id.eq(DbUuid(id)))
+            .filter(t::user_id.eq(user.as_str()));
+        let fields = (
+            title.as_ref().map(|v| t::title.eq(v)),
+            description.as_ref().map(|v| t::description.eq(v)),
+            t::updated_at.eq(at),
+        );
+        let statement = diesel::update(target);
+        match changes.completed {
+            None => statement
+                .set(fields)
+                .returning(t::tasks::all_columns())
+                .get_result(conn)
+                .await
+                .optional()?,
+            // Keeps the first completion time of a task that is already completed.
+            Some(true) => statement
+                .set((
+                    fields,
+                    t::completed.eq(true),
+                    t::completed_at.eq(coalesce(t::completed_at, Some(at))),
+                ))
+                .returning(t::tasks::all_columns())
+                .get_result(conn)
+                .await
+                .optional()?,
+            Some(false) => statement
+                .set((
+                    fields,
+                    t::completed.eq(false),
+                    t::completed_at.eq(None::<DateTime<Utc>>),
+                ))
+                .returning(t::tasks::all_columns())
+                .get_result(conn)
+                .await
+                .optional()?,
+        }
+    });
+    updated
+        .map(Task::from)
+        .ok_or_else(|| StoreError::not_found("task", id))
+}
+
+/// Deletes a task for good.
+pub async fn delete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<(), StoreError> {
+    let deleted: usize = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        diesel::delete(
+            t::tasks
+                .filter(t::id.eq(DbUuid(id)))
+                .filter(t::user_id.eq(user.as_str())),
+        )
+        .execute(conn)
+        .await?
+    });
+    if deleted == 0 {
+        return Err(StoreError::not_found("task", id));
+    }
+    Ok(())
+}
+
+pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {
+    let row: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        t::tasks
+            .filter(t::id.eq(DbUuid(id)))
+            .filter(t::user_id.eq(user.as_str()))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    row.map(Task::from)
+        .ok_or_else(|| StoreError::not_found("task", id))
+}

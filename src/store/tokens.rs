@@ -1,0 +1,167 @@
+//! API tokens: 256-bit random secrets, of which only a SHA-256 is stored.
+
+use super::{StoreError, UserId, check_text, format_time, limits, now};
+use crate::db::{DbUuid, Tx};
+use crate::on_backend;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Marks our tokens, so they are told from JWTs and recognisable in a secret scanner.
+const PREFIX: &str = "tmcp_";
+
+/// A newly issued token: the secret is shown once and never stored.
+pub struct IssuedToken {
+    pub id: uuid::Uuid,
+    pub secret: String,
+}
+
+/// A token as `token list` shows it (never its secret or hash).
+#[derive(Debug, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Queryable)]
+struct TokenRow {
+    id: DbUuid,
+    user_id: String,
+    name: Option<String>,
+    token_hash: Vec<u8>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenRow> for TokenInfo {
+    fn from(row: TokenRow) -> Self {
+        TokenInfo {
+            id: row.id.0.to_string(),
+            user_id: row.user_id,
+            name: row.name,
+            created_at: format_time(row.created_at),
+            expires_at: row.expires_at.map(format_time),
+            revoked_at: row.revoked_at.map(format_time),
+        }
+    }
+}
+
+/// What a presented secret turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    Valid(UserId),
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+pub fn looks_like_api_token(secret: &str) -> bool {
+    secret.starts_with(PREFIX)
+}
+
+fn hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Issues a token for the user (who is created if new).
+pub async fn create(
+    tx: &mut Tx,
+    user: &UserId,
+    name: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedToken, StoreError> {
+    let name = name
+        .map(|n| check_text("name", n, limits::TOKEN_NAME, false))
+        .transpose()?
+        .filter(|n| !n.is_empty());
+    super::users::ensure(tx, user).await?;
+    let mut random = [0u8; 32];
+    rand::rng().fill_bytes(&mut random);
+    let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
+    let id = uuid::Uuid::now_v7();
+    let token_hash = hash(&secret);
+    let at = now();
+    on_backend!(tx, |conn| {
+        use schema::api_tokens::dsl as k;
+        diesel::insert_into(k::api_tokens)
+            .values((
+                k::id.eq(DbUuid(id)),
+                k::user_id.eq(user.as_str()),
+                k::name.eq(&name),
+                k::token_hash.eq(&token_hash),
+                k::created_at.eq(at),
+                k::expires_at.eq(expires_at),
+            ))
+            .execute(conn)
+            .await?
+    });
+    Ok(IssuedToken { id, secret })
+}
+
+pub async fn list(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
+    let rows: Vec<TokenRow> = on_backend!(tx, |conn| {
+        use schema::api_tokens::dsl as k;
+        k::api_tokens
+            .filter(k::user_id.eq(user.as_str()))
+            .order(k::created_at.asc())
+            .load(conn)
+            .await?
+    });
+    Ok(rows.into_iter().map(TokenInfo::from).collect())
+}
+
+/// Revokes a token by id; revoking a revoked token keeps its first revocation time.
+pub async fn revoke(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
+    let at = now();
+    let row: Option<TokenRow> = on_backend!(tx, |conn| {
+        use schema::api_tokens::dsl as k;
+        diesel::update(k::api_tokens.filter(k::id.eq(DbUuid(id))))
+            .set(k::revoked_at.eq(crate::db::sql::coalesce(k::revoked_at, Some(at))))
+            .returning(k::api_tokens::all_columns())
+            .get_result(conn)
+            .await
+            .optional()?
+    });
+    row.map(TokenInfo::from)
+        .ok_or_else(|| StoreError::not_found("token", id))
+}
+
+/// Looks the secret up by its hash. Checked on every use, so a revocation takes effect
+/// on the next call.
+pub async fn check(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {
+    let presented = hash(secret);
+    let row: Option<TokenRow> = on_backend!(tx, |conn| {
+        use schema::api_tokens::dsl as k;
+        k::api_tokens
+            .filter(k::token_hash.eq(&presented))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    let Some(row) = row else {
+        return Ok(TokenCheck::Unknown);
+    };
+    // The index found it by hash; compare again in constant time so that no code path
+    // branches on a partial match of secret material.
+    if !bool::from(row.token_hash.ct_eq(&presented)) {
+        return Ok(TokenCheck::Unknown);
+    }
+    if row.revoked_at.is_some() {
+        return Ok(TokenCheck::Revoked);
+    }
+    if row.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Ok(TokenCheck::Expired);
+    }
+    Ok(TokenCheck::Valid(UserId::parse(&row.user_id)?))
+}

@@ -1,0 +1,22 @@
+//! Users: created on first sight (a token issued for them, or a JWT naming them).
+
+use super::conversations::ensure_activity_logs;
+use super::{StoreError, UserId, now};
+use crate::db::Tx;
+use crate::on_backend;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+/// Creates the user and their activity logs if missing.
+pub async fn ensure(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
+    let at = now();
+    on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        diesel::insert_into(u::users)
+            .values((u::id.eq(user.as_str()), u::created_at.eq(at)))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?
+    });
+    ensure_activity_logs(tx, user).await
+}

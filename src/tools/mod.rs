@@ -1,0 +1,358 @@
+//! The MCP tool surface: one server struct whose methods are the tools.
+//!
+//! Each tool is defined once, in `tasks.rs` or `conversations.rs`: its description,
+//! annotations, argument struct (whose doc comments become the input schema) and result
+//! type (the output schema). This module holds what they share: who is calling, one
+//! transaction per call, and the audit record every call leaves.
+
+mod conversations;
+mod tasks;
+
+use crate::db::{Database, DbError, Tx};
+use crate::store::audit::{self, CallRecord, Outcome};
+use crate::store::conversations::{self as conversation_store, ActivityLog};
+use crate::store::{StoreError, UserId, parse_uuid};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool_handler};
+use schemars::JsonSchema;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+const INSTRUCTIONS: &str = "Durable tasks and conversation history for the authenticated user. \
+Tasks: add_task, list_tasks, complete_task, update_task, delete_task. Conversations: \
+start_conversation, list_conversations, append_message, get_conversation_history (summary plus \
+messages, oldest first: enough to rebuild context), set_conversation_summary, \
+archive_conversation. Every tool call is recorded as a `tool` message: task tools record into \
+the conversation named by their `conversation_id` argument, everything else into the \
+\"Tool activity\" conversation (see list_conversations). Pass an idempotency_key to add_task \
+when retrying.";
+
+/// How the server learns who is calling.
+#[derive(Clone)]
+pub enum Identity {
+    /// One user for the whole session (stdio: the token given at start, or `local`).
+    Fixed(UserId),
+}
+
+/// What every tool receives about its call, put in the request's extensions by
+/// [`TodoServer::call_tool`] before the tool runs.
+#[derive(Debug)]
+pub struct Call {
+    pub user: UserId,
+    pub tool: String,
+    /// The arguments exactly as the client sent them (what the audit record keeps).
+    pub arguments: Value,
+    pub started: Instant,
+}
+
+/// The todo-mcp MCP server.
+#[derive(Clone)]
+pub struct TodoServer {
+    db: Database,
+    identity: Identity,
+    tool_router: ToolRouter<Self>,
+}
+
+impl TodoServer {
+    pub fn new(db: Database, identity: Identity) -> Self {
+        TodoServer {
+            db,
+            identity,
+            tool_router: Self::task_tools() + Self::conversation_tools(),
+        }
+    }
+
+    fn caller(&self) -> UserId {
+        match &self.identity {
+            Identity::Fixed(user) => user.clone(),
+        }
+    }
+
+    /// Begins the call's transaction and settles where its record goes, checking first
+    /// that a `conversation_id` it records into is the caller's.
+    async fn open(&self, call: &Call) -> Result<(Tx, uuid::Uuid), ToolError> {
+        let mut tx = self.db.begin().await.map_err(StoreError::from)?;
+        match record_destination(&mut tx, call, true).await {
+            Ok(destination) => Ok((tx, destination)),
+            Err(error) => {
+                rollback(tx).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Ends the call: on success writes its record in the same transaction and commits;
+    /// on failure rolls back (the failure is recorded by `call_tool` afterwards).
+    async fn close<T: Serialize>(
+        &self,
+        mut tx: Tx,
+        call: &Call,
+        destination: uuid::Uuid,
+        result: Result<T, StoreError>,
+    ) -> Result<Json<T>, ToolError> {
+        let value = match result {
+            Ok(value) => value,
+            Err(error) => {
+                rollback(tx).await;
+                return Err(error.into());
+            }
+        };
+        let recorded = async {
+            let json = serde_json::to_value(&value)
+                .map_err(|e| StoreError::Conflict(format!("cannot encode the result: {e}")))?;
+            let record = CallRecord {
+                tool: &call.tool,
+                arguments: &call.arguments,
+                outcome: Outcome::Success(&json),
+                duration: call.started.elapsed(),
+            };
+            audit::record(&mut tx, &call.user, destination, &record).await
+        }
+        .await;
+        if let Err(error) = recorded {
+            rollback(tx).await;
+            return Err(error.into());
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Json(value))
+    }
+
+    /// Records a failed call, in a transaction of its own (the call's was rolled back).
+    async fn record_failure(&self, call: &Call, kind: &str, message: &str) {
+        let result: Result<(), StoreError> = async {
+            let mut tx = self.db.begin().await?;
+            let destination = record_destination(&mut tx, call, false).await?;
+            let record = CallRecord {
+                tool: &call.tool,
+                arguments: &call.arguments,
+                outcome: Outcome::Failure { kind, message },
+                duration: call.started.elapsed(),
+            };
+            audit::record(&mut tx, &call.user, destination, &record).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(tool = %call.tool, user = %call.user, %error, "could not record a failed call");
+        }
+    }
+}
+
+/// Tools whose `conversation_id` argument names the conversation their record goes to.
+const RECORD_IN_ARGUMENT_CONVERSATION: &[&str] = &[
+    "add_task",
+    "list_tasks",
+    "complete_task",
+    "update_task",
+    "delete_task",
+];
+/// Tools that read the history of the conversation named by `conversation_id`.
+const READS_HISTORY: &[&str] = &["get_conversation_history"];
+
+/// Where a call's record goes: the conversation its `conversation_id` names (task tools),
+/// else the caller's activity log, and never into a conversation the call reads.
+///
+/// `strict`: on the success path an unknown `conversation_id` is the call's error; when
+/// recording a failure it just falls back to the activity log.
+async fn record_destination(
+    tx: &mut Tx,
+    call: &Call,
+    strict: bool,
+) -> Result<uuid::Uuid, StoreError> {
+    let calls_log = ActivityLog::Calls.id(&call.user);
+    let named = call
+        .arguments
+        .get("conversation_id")
+        .and_then(Value::as_str);
+    let Some(named) = named else {
+        return Ok(calls_log);
+    };
+    if READS_HISTORY.contains(&call.tool.as_str()) {
+        return Ok(match parse_uuid("conversation_id", named) {
+            Ok(read) => ActivityLog::for_reading(&call.user, read),
+            Err(_) => calls_log,
+        });
+    }
+    if !RECORD_IN_ARGUMENT_CONVERSATION.contains(&call.tool.as_str()) {
+        return Ok(calls_log);
+    }
+    let owned = match parse_uuid("conversation_id", named) {
+        Ok(id) => conversation_store::get(tx, &call.user, id)
+            .await
+            .map(|_| id),
+        Err(error) => Err(error),
+    };
+    match owned {
+        Ok(id) => Ok(id),
+        Err(error) if strict => Err(error),
+        Err(StoreError::Db(error)) => Err(StoreError::Db(error)),
+        Err(_) => Ok(calls_log),
+    }
+}
+
+async fn rollback(tx: Tx) {
+    if let Err(error) = tx.rollback().await {
+        // The pool discards a connection left in a transaction, so this loses nothing.
+        tracing::warn!(%error, "rollback failed");
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for TodoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("todo-mcp", env!("CARGO_PKG_VERSION"))
+                    .with_title("todo-mcp")
+                    .with_description(env!("CARGO_PKG_DESCRIPTION")),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    /// Every call goes through here: it names the caller, runs the tool, and records the
+    /// call if it failed (a successful call recorded itself inside its transaction).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let call = Arc::new(Call {
+            user: self.caller(),
+            tool: request.name.to_string(),
+            arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+            started: Instant::now(),
+        });
+        context.extensions.insert(call.clone());
+        let response = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await;
+        let failure = match &response {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                Some(failure_of(result))
+            }
+            Ok(_) => None,
+            Err(error) if !self.tool_router.has_route(&call.tool) => {
+                Some(("unknown_tool", error.message.to_string()))
+            }
+            Err(error) => Some(("protocol_error", error.message.to_string())),
+        };
+        let duration_ms = call.started.elapsed().as_secs_f64() * 1000.0;
+        match &failure {
+            None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
+            Some((kind, message)) => {
+                tracing::info!(tool = %call.tool, user = %call.user, duration_ms, kind, message, "call failed");
+                self.record_failure(&call, kind, message).await;
+            }
+        }
+        response
+    }
+}
+
+/// The kind and message of a failed tool result: ours read `kind: message`; argument
+/// errors come from rmcp's deserialization.
+fn failure_of(result: &CallToolResult) -> (&'static str, String) {
+    let text: String = result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|t| t.text.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for kind in ToolError::KINDS {
+        if let Some(message) = text.strip_prefix(kind).and_then(|t| t.strip_prefix(": ")) {
+            return (kind, message.to_owned());
+        }
+    }
+    ("invalid_argument", text)
+}
+
+/// A tool's failure as the client sees it: `is_error` with the text `kind: message`.
+#[derive(Debug)]
+pub struct ToolError {
+    kind: &'static str,
+    message: String,
+}
+
+impl ToolError {
+    const KINDS: &'static [&'static str] = &[
+        "invalid_argument",
+        "not_found",
+        "conflict",
+        "unavailable",
+        "busy",
+        "internal",
+    ];
+}
+
+impl From<StoreError> for ToolError {
+    fn from(error: StoreError) -> Self {
+        if let StoreError::Db(DbError::Query(_) | DbError::Migration(_) | DbError::InvalidUrl(_)) =
+            &error
+        {
+            tracing::error!(%error, "unexpected database error");
+        }
+        ToolError {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoCallToolResult for ToolError {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "{}: {}",
+            self.kind, self.message
+        ))])
+        .into())
+    }
+}
+
+/// Tool arguments, deserialized so that an error names the field at fault
+/// (`invalid \`limit\`: invalid type: string "x", expected i64`). Its schema is `T`'s.
+pub struct Checked<T>(pub T);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        serde_path_to_error::deserialize(value)
+            .map(Checked)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner();
+                if path == "." {
+                    D::Error::custom(inner)
+                } else {
+                    D::Error::custom(format!("invalid `{path}`: {inner}"))
+                }
+            })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Checked<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}

@@ -1,0 +1,3 @@
+//! Transports: how MCP messages reach the tool server.
+
+pub mod stdio;
