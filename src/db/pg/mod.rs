@@ -48,5 +48,8 @@ pub fn pool(url: &str, options: &PoolOptions) -> Result<Pool, DbError> {
     Ok(bb8::Pool::builder()
         .max_size(options.max_connections)
         .connection_timeout(options.acquire_timeout)
+        // A database that refuses connections fails the call at once with the real
+        // cause, instead of after the whole timeout of retries.
+        .retry_connection(false)
         .build_unchecked(manager))
 }

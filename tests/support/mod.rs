@@ -1,0 +1,154 @@
+//! Shared integration-test harness for `todo-mcp`.
+//!
+//! Every test file includes it with `mod support;`. What it gives:
+//!
+//! * [`pg`]: finds (or starts) a PostgreSQL server once per test process, keeps one migrated
+//!   template database per process and hands each test its own copy ([`PgTestDb`]).
+//! * [`sqlite`]: a fresh SQLite file per test ([`SqliteTestDb`]).
+//! * [`TestDb`] / [`Backend`] / [`both_backends!`](crate::both_backends): run one test body on
+//!   both backends.
+//! * [`cli`]: run the `todo-mcp` binary ([`todo_mcp`], [`create_token`]).
+//! * [`mcp`]: an MCP client over `todo-mcp stdio` ([`connect_stdio`], [`StdioClient`]).
+//!
+//! Every helper panics with a message saying what failed (and the server's stderr where there is
+//! one): a test harness that fails quietly is worse than none.
+//!
+//! Environment knobs:
+//! * `TODO_MCP_TEST_PG_URL`: admin URL of a PostgreSQL server to use (needs CREATE DATABASE).
+//! * `TODO_MCP_TEST_PG=cluster`: skip 127.0.0.1:5432 and always start a throwaway cluster.
+
+// Not every test file uses every helper.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod cli;
+pub mod mcp;
+pub mod pg;
+pub mod sqlite;
+
+pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
+pub use mcp::{StdioClient, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command};
+pub use pg::PgTestDb;
+pub use sqlite::SqliteTestDb;
+
+/// Which storage backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// Both backends, for loops over "the same test on each backend".
+    pub const ALL: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
+
+    /// Short name used in test output and panic messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A fresh database on either backend, so one test body can run on both.
+///
+/// The PostgreSQL variant is already migrated (copied from the per-process template); the SQLite
+/// variant is an empty file that `todo-mcp stdio` migrates at start (call
+/// [`TestDb::migrate`] first if the test runs other subcommands against it).
+pub enum TestDb {
+    Pg(PgTestDb),
+    Sqlite(SqliteTestDb),
+}
+
+impl TestDb {
+    /// A fresh database of the given backend.
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Postgres => TestDb::Pg(PgTestDb::new().await),
+            Backend::Sqlite => TestDb::Sqlite(SqliteTestDb::new()),
+        }
+    }
+
+    /// The `DATABASE_URL` to give the binary.
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Pg(db) => db.url(),
+            TestDb::Sqlite(db) => db.url(),
+        }
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn name(&self) -> &'static str {
+        self.backend().name()
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            TestDb::Pg(_) => Backend::Postgres,
+            TestDb::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Run `todo-mcp migrate` against it (a no-op in effect for PostgreSQL, which is copied from a
+    /// migrated template, but harmless and cheap).
+    pub fn migrate(&self) {
+        match self {
+            TestDb::Pg(db) => db.migrate(),
+            TestDb::Sqlite(db) => db.migrate(),
+        }
+    }
+
+    /// The PostgreSQL database, for SQL-level assertions; panics on SQLite.
+    pub fn as_pg(&self) -> &PgTestDb {
+        match self {
+            TestDb::Pg(db) => db,
+            TestDb::Sqlite(_) => panic!("TestDb::as_pg called on a SQLite test database"),
+        }
+    }
+
+    /// The SQLite database; panics on PostgreSQL.
+    pub fn as_sqlite(&self) -> &SqliteTestDb {
+        match self {
+            TestDb::Sqlite(db) => db,
+            TestDb::Pg(_) => panic!("TestDb::as_sqlite called on a PostgreSQL test database"),
+        }
+    }
+}
+
+/// Generate one `#[tokio::test]` per backend for an `async fn(TestDb)` test body.
+///
+/// ```ignore
+/// async fn add_and_list(db: support::TestDb) { /* ... */ }
+/// both_backends!(add_and_list);
+/// // => tests `add_and_list::postgres` and `add_and_list::sqlite`
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($($body:ident),+ $(,)?) => {
+        $(
+            mod $body {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$body(
+                        $crate::support::TestDb::new($crate::support::Backend::Postgres).await,
+                    )
+                    .await
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$body(
+                        $crate::support::TestDb::new($crate::support::Backend::Sqlite).await,
+                    )
+                    .await
+                }
+            }
+        )+
+    };
+}
+
+/// A short random suffix for database names, temp files and the like.
+pub fn random_suffix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..12].to_string()
+}
