@@ -470,10 +470,10 @@ fn pg_command(prog: &Path, as_postgres_user: bool) -> Command {
 
 fn running_as_root() -> bool {
     // Effective uid is the second field of the `Uid:` line.
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
-            return line.split_whitespace().nth(2) == Some("0");
-        }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(line) = status.lines().find(|l| l.starts_with("Uid:"))
+    {
+        return line.split_whitespace().nth(2) == Some("0");
     }
     Command::new("id")
         .arg("-u")
