@@ -14,6 +14,7 @@ mod url;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, TransactionManager};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use types::DbUuid;
@@ -65,10 +66,6 @@ fn is_contention_message(message: &str) -> bool {
         || message.contains("deadlock detected")
 }
 
-fn unavailable(error: impl std::fmt::Display) -> DbError {
-    DbError::Unavailable(error.to_string())
-}
-
 /// Pool settings shared by both backends.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -88,25 +85,78 @@ impl Default for PoolOptions {
 
 /// A pool of connections to one database, PostgreSQL or SQLite.
 #[derive(Clone)]
-pub enum Database {
+pub struct Database {
+    pool: Pool,
+    connect_errors: ConnectErrors,
+}
+
+#[derive(Clone)]
+enum Pool {
     Postgres(pg::Pool),
     Sqlite(sqlite::Pool),
+}
+
+/// The pool's latest failure to open a connection. bb8 retries in the background and a
+/// waiting caller only learns that it timed out; this tells it why.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectErrors(Arc<Mutex<Option<String>>>);
+
+impl ConnectErrors {
+    fn latest(&self) -> Option<String> {
+        self.0.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    fn clear(&self) {
+        if let Ok(mut latest) = self.0.lock() {
+            *latest = None;
+        }
+    }
+}
+
+impl<E: std::fmt::Display> bb8::ErrorSink<E> for ConnectErrors {
+    fn sink(&self, error: E) {
+        tracing::warn!(%error, "database connection failed");
+        if let Ok(mut latest) = self.0.lock() {
+            *latest = Some(error.to_string());
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<E>> {
+        Box::new(self.clone())
+    }
 }
 
 impl Database {
     /// Builds the pool. Connections are opened lazily, so this succeeds while the database
     /// is down; the first query then reports "storage unavailable".
     pub async fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, DbError> {
-        match url {
-            DatabaseUrl::Postgres(url) => Ok(Database::Postgres(pg::pool(url, options)?)),
-            DatabaseUrl::Sqlite(path) => Ok(Database::Sqlite(sqlite::pool(path, options).await?)),
-        }
+        let connect_errors = ConnectErrors::default();
+        let pool = match url {
+            DatabaseUrl::Postgres(url) => Pool::Postgres(pg::pool(url, options, &connect_errors)?),
+            DatabaseUrl::Sqlite(path) => {
+                Pool::Sqlite(sqlite::pool(path, options, &connect_errors).await?)
+            }
+        };
+        Ok(Database {
+            pool,
+            connect_errors,
+        })
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            Database::Postgres(_) => "postgresql",
-            Database::Sqlite(_) => "sqlite",
+        match self.pool {
+            Pool::Postgres(_) => "postgresql",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    fn acquire_failed<E: std::fmt::Display>(&self, error: bb8::RunError<E>) -> DbError {
+        match error {
+            bb8::RunError::User(error) => DbError::Unavailable(error.to_string()),
+            bb8::RunError::TimedOut => DbError::Unavailable(match self.connect_errors.latest() {
+                Some(cause) => format!("cannot connect to the database: {cause}"),
+                None => "no database connection became free in time".into(),
+            }),
         }
     }
 
@@ -114,12 +164,15 @@ impl Database {
     /// write lock up front, so concurrent writers wait on the busy timeout instead of
     /// failing when a read transaction tries to upgrade.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        let mut conn = match self {
-            Database::Postgres(pool) => {
-                Conn::Postgres(pool.get_owned().await.map_err(unavailable)?)
+        let mut conn = match &self.pool {
+            Pool::Postgres(pool) => {
+                Conn::Postgres(pool.get_owned().await.map_err(|e| self.acquire_failed(e))?)
             }
-            Database::Sqlite(pool) => Conn::Sqlite(pool.get_owned().await.map_err(unavailable)?),
+            Pool::Sqlite(pool) => {
+                Conn::Sqlite(pool.get_owned().await.map_err(|e| self.acquire_failed(e))?)
+            }
         };
+        self.connect_errors.clear();
         match &mut conn {
             Conn::Postgres(c) => {
                 <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(

@@ -252,7 +252,15 @@ impl ServerHandler for TodoServer {
             None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
             Some((kind, message)) => {
                 tracing::info!(tool = %call.tool, user = %call.user, duration_ms, kind, message, "call failed");
-                self.record_failure(&call, kind, message).await;
+                if *kind == "unavailable" {
+                    // The record would wait on the same unreachable database: answer now
+                    // and record in the background, once a connection can be had.
+                    let server = self.clone();
+                    let (call, kind, message) = (call.clone(), *kind, message.clone());
+                    tokio::spawn(async move { server.record_failure(&call, kind, &message).await });
+                } else {
+                    self.record_failure(&call, kind, message).await;
+                }
             }
         }
         response

@@ -219,6 +219,50 @@ impl PgCluster {
         }
     }
 
+    /// Stop the server but keep its files, as a database outage does; [`PgCluster::resume`]
+    /// starts it again on the same port.
+    pub fn pause(&self) {
+        self.pg_ctl_run(
+            &["stop", "-m", "fast", "-w", "-t", "60"],
+            "pg_ctl stop (pause)",
+        );
+    }
+
+    /// Start a paused server again, on the same port.
+    pub fn resume(&self) {
+        let log = self.root.join("postgres.log");
+        let port_option = format!("-p {}", self.port);
+        let log_arg = log.to_string_lossy().into_owned();
+        self.pg_ctl_run(
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                &log_arg,
+                "-o",
+                &port_option,
+            ],
+            "pg_ctl start (resume)",
+        );
+    }
+
+    fn pg_ctl_run(&self, args: &[&str], what: &str) {
+        let mut cmd = pg_command(&self.pg_ctl, self.as_postgres_user);
+        cmd.arg(args[0])
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(&args[1..])
+            .current_dir(&self.root);
+        let out = cli::run_with_timeout(cmd, what, Duration::from_secs(90));
+        assert!(
+            out.status.success(),
+            "{what} failed\n{}",
+            cli::describe_output(&out)
+        );
+    }
+
     fn stop_inner(&mut self) -> Result<(), String> {
         if self.stopped {
             return Ok(());

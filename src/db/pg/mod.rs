@@ -3,7 +3,7 @@
 pub mod schema;
 mod tls;
 
-use super::{DbError, PoolOptions};
+use super::{ConnectErrors, DbError, PoolOptions};
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -37,7 +37,7 @@ impl Connector {
     }
 }
 
-pub fn pool(url: &str, options: &PoolOptions) -> Result<Pool, DbError> {
+pub fn pool(url: &str, options: &PoolOptions, errors: &ConnectErrors) -> Result<Pool, DbError> {
     let connector = Connector::new(url)?;
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     config.custom_setup = Box::new(move |_url| {
@@ -48,8 +48,6 @@ pub fn pool(url: &str, options: &PoolOptions) -> Result<Pool, DbError> {
     Ok(bb8::Pool::builder()
         .max_size(options.max_connections)
         .connection_timeout(options.acquire_timeout)
-        // A database that refuses connections fails the call at once with the real
-        // cause, instead of after the whole timeout of retries.
-        .retry_connection(false)
+        .error_sink(Box::new(errors.clone()))
         .build_unchecked(manager))
 }

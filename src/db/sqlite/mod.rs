@@ -2,7 +2,7 @@
 
 pub mod schema;
 
-use super::{DbError, PoolOptions};
+use super::{ConnectErrors, DbError, PoolOptions};
 use diesel::connection::AnsiTransactionManager;
 use diesel::{ConnectionError, SqliteConnection};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -33,7 +33,11 @@ pub async fn establish(path: &Path) -> Result<Connection, DbError> {
 
 /// Every tool call writes (at least its audit record), and SQLite has one writer at a
 /// time, so more than one connection per process only adds lock polling.
-pub async fn pool(path: &Path, options: &PoolOptions) -> Result<Pool, DbError> {
+pub async fn pool(
+    path: &Path,
+    options: &PoolOptions,
+    errors: &ConnectErrors,
+) -> Result<Pool, DbError> {
     ensure_parent_dir(path)?;
     let mut config = ManagerConfig::<Connection>::default();
     config.custom_setup = Box::new(|url| {
@@ -51,6 +55,7 @@ pub async fn pool(path: &Path, options: &PoolOptions) -> Result<Pool, DbError> {
     Ok(bb8::Pool::builder()
         .max_size(1)
         .connection_timeout(options.acquire_timeout)
+        .error_sink(Box::new(errors.clone()))
         .build_unchecked(manager))
 }
 
