@@ -5,9 +5,10 @@ mod tls;
 
 use super::{ConnectErrors, DbError, PoolOptions};
 use diesel::ConnectionError;
+use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt;
+use tokio_postgres::NoTls;
 
 pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 
@@ -26,11 +27,16 @@ impl Connector {
 
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectionError> {
         match &self.tls {
-            None => AsyncPgConnection::establish(&self.url).await,
+            None => {
+                let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+                    .await
+                    .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+            }
             Some(tls) => {
                 let (client, connection) = tokio_postgres::connect(&self.url, tls.clone())
                     .await
-                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                    .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await
             }
         }
@@ -50,4 +56,19 @@ pub fn pool(url: &str, options: &PoolOptions, errors: &ConnectErrors) -> Result<
         .connection_timeout(options.acquire_timeout)
         .error_sink(Box::new(errors.clone()))
         .build_unchecked(manager))
+}
+
+/// tokio-postgres keeps the cause ("Connection refused", "invalid peer certificate:
+/// UnknownIssuer") in the error's sources; a message without it is no help.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message = format!("{message}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    message
 }
