@@ -70,13 +70,44 @@ pub async fn record(
     conversation: uuid::Uuid,
     call: &CallRecord<'_>,
 ) -> Result<Message, StoreError> {
-    insert_message(
-        tx,
-        user,
-        conversation,
-        "tool",
-        &call.summary(),
-        Some(call.to_json()),
-    )
-    .await
+    let mut tool_calls = call.to_json();
+    replace_nul(&mut tool_calls);
+    let content = call.summary().replace('\0', NUL_STANDIN);
+    insert_message(tx, user, conversation, "tool", &content, Some(tool_calls)).await
+}
+
+/// Refused input may carry NUL bytes, which PostgreSQL's text and jsonb cannot store; the
+/// record keeps everything else, with U+FFFD in their place.
+const NUL_STANDIN: &str = "\u{FFFD}";
+
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('\0') => *text = text.replace('\0', NUL_STANDIN),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(fields) => {
+            if fields.keys().any(|key| key.contains('\0')) {
+                *fields = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(key, value)| (key.replace('\0', NUL_STANDIN), value))
+                    .collect();
+            }
+            fields.values_mut().for_each(replace_nul);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_bytes_are_replaced_everywhere() {
+        let mut value = json!({ "ti\0tle": ["a\0b", { "k": "\0" }], "n": 1 });
+        replace_nul(&mut value);
+        assert_eq!(
+            value,
+            json!({ "ti\u{FFFD}tle": ["a\u{FFFD}b", { "k": "\u{FFFD}" }], "n": 1 })
+        );
+    }
 }

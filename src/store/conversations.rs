@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 const CURSOR_KIND: &str = "c";
 const ACTIVE: &str = "active";
@@ -136,14 +137,18 @@ pub enum ActivityLog {
 }
 
 impl ActivityLog {
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d1c_2b9e_8f3a_4c57_9e0b_7a41_d2c8_5f13);
-
+    /// A UUIDv8 whose first 48 bits (where UUIDv7 keeps its timestamp) are zero, the rest a
+    /// hash of the user and log: the logs sort before every conversation the user starts,
+    /// so "newest first" lists them last, as the oldest (they are made with the user).
     pub fn id(self, user: &UserId) -> uuid::Uuid {
         let name = match self {
-            ActivityLog::Calls => format!("calls:{user}"),
-            ActivityLog::Reads => format!("reads:{user}"),
+            ActivityLog::Calls => format!("todo-mcp activity log calls:{user}"),
+            ActivityLog::Reads => format!("todo-mcp activity log reads:{user}"),
         };
-        uuid::Uuid::new_v5(&Self::NAMESPACE, name.as_bytes())
+        let digest = Sha256::digest(name.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes[6..].copy_from_slice(&digest[..10]);
+        uuid::Uuid::new_v8(bytes)
     }
 
     pub fn title(self) -> &'static str {

@@ -358,7 +358,7 @@ pub fn try_start_throwaway_cluster() -> Result<PgCluster, String> {
             "trust",
             "-E",
             "UTF8",
-            "--no-locale",
+            "--locale=C.UTF-8",
             "-N",
         ])
         .current_dir(&root);

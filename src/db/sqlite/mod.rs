@@ -47,6 +47,9 @@ pub async fn pool(
             conn.batch_execute(CONNECTION_PRAGMAS)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.spawn_blocking(register_unicode_lower)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
         }
         .boxed()
@@ -57,6 +60,14 @@ pub async fn pool(
         .connection_timeout(options.acquire_timeout)
         .error_sink(Box::new(errors.clone()))
         .build_unchecked(manager))
+}
+
+/// SQLite's built-in `lower()` folds ASCII only; replacing it makes case-insensitive
+/// search fold "BRÛLÉE" to "brûlée" as PostgreSQL does in a UTF-8 locale.
+fn register_unicode_lower(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    crate::db::sql::lower_utils::register_impl(conn, |text: Option<String>| {
+        text.map(|t| t.to_lowercase())
+    })
 }
 
 /// `BEGIN IMMEDIATE` takes the write lock up front (see `Database::begin`).
