@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use todo_mcp::auth::Authenticator;
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
 use todo_mcp::store::{StoreError, UserId, tokens, users};
+use todo_mcp::transport::http::{AuthMode, HttpOptions};
 
 /// Durable tasks and conversation history for AI agents, over MCP.
 ///
@@ -23,6 +24,15 @@ struct Cli {
     /// Most connections to PostgreSQL this process opens.
     #[arg(long, env = "TODO_MCP_POOL_SIZE", default_value_t = 10, global = true)]
     pool_size: u32,
+
+    /// Secret enabling HS256 JWTs as credentials (`sub` = user id, `exp` required).
+    #[arg(
+        long,
+        env = "TODO_MCP_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -48,9 +58,35 @@ enum Command {
             hide = true
         )]
         token: Option<String>,
-        /// Secret for HS256 JWTs (`sub` = user id, `exp` required).
-        #[arg(long, env = "TODO_MCP_JWT_SECRET", hide_env_values = true, hide = true)]
-        jwt_secret: Option<String>,
+    },
+    /// Serve MCP over HTTP: Streamable HTTP at /mcp, legacy HTTP+SSE at /sse + /message,
+    /// and /healthz, /readyz.
+    ///
+    /// Every request acts for the user named by its own `Authorization: Bearer` header (an
+    /// API token, or a JWT when TODO_MCP_JWT_SECRET is set); without one it gets 401.
+    /// Nothing is kept in memory between requests, so any number of replicas can share one
+    /// PostgreSQL database behind a load balancer (legacy SSE sessions stay on the replica
+    /// holding their stream). SIGTERM or SIGINT stops it after in-flight requests finish.
+    Http {
+        /// Address to listen on.
+        #[arg(long, env = "TODO_MCP_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Serve without tokens: every request acts as the local user. Only on a loopback
+        /// address.
+        #[arg(long)]
+        no_auth: bool,
+        /// A host name (or host:port) clients reach this server by, besides the loopback
+        /// ones; requests whose Host or Origin names anything else get 403 (DNS rebinding
+        /// protection). Repeat, or comma-separate in the variable.
+        #[arg(
+            long = "allowed-host",
+            env = "TODO_MCP_ALLOWED_HOSTS",
+            value_delimiter = ','
+        )]
+        allowed_hosts: Vec<String>,
+        /// Do not apply pending migrations at start (fail instead if any are pending).
+        #[arg(long)]
+        no_migrate: bool,
     },
     /// Database migrations (embedded in the binary): apply, inspect or revert.
     Migrate {
@@ -145,13 +181,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ..PoolOptions::default()
     };
     match cli.command {
-        Command::Stdio {
-            no_migrate,
-            token,
-            jwt_secret,
-        } => {
+        Command::Stdio { no_migrate, token } => {
             let db = prepare(&url, &options, no_migrate).await?;
-            let authenticator = Authenticator::new(jwt_secret.as_deref());
+            let authenticator = Authenticator::new(cli.jwt_secret.as_deref());
             let user = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
                 Some(token) => authenticator
                     .authenticate(&db, token)
@@ -166,6 +198,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tracing::info!(user = %user, "serving MCP on stdio");
             todo_mcp::transport::stdio::serve(db, user).await
+        }
+        Command::Http {
+            listen,
+            no_auth,
+            allowed_hosts,
+            no_migrate,
+        } => {
+            let db = prepare(&url, &options, no_migrate).await?;
+            let auth = if no_auth {
+                ensure_user(&db, &UserId::local()).await?;
+                AuthMode::None
+            } else {
+                AuthMode::Tokens(Authenticator::new(cli.jwt_secret.as_deref()))
+            };
+            let options = HttpOptions {
+                listen,
+                auth,
+                allowed_hosts,
+            };
+            todo_mcp::transport::http::serve(db, url, options).await
         }
         Command::Migrate { action } => migrate(&url, action.unwrap_or(MigrateAction::Run)).await,
         Command::Token { action } => {

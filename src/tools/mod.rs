@@ -15,8 +15,8 @@ use crate::store::{StoreError, UserId, parse_uuid};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Extensions,
+    Implementation, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool_handler};
@@ -41,7 +41,13 @@ when retrying.";
 pub enum Identity {
     /// One user for the whole session (stdio: the token given at start, or `local`).
     Fixed(UserId),
+    /// Each request names its user (HTTP: its bearer token), found in the request's
+    /// extensions by a function the transport supplies.
+    PerRequest(UserOfRequest),
 }
+
+/// Finds the authenticated user among a request's extensions.
+pub type UserOfRequest = Arc<dyn Fn(&Extensions) -> Option<UserId> + Send + Sync>;
 
 /// What every tool receives about its call, put in the request's extensions by
 /// [`TodoServer::call_tool`] before the tool runs.
@@ -71,9 +77,12 @@ impl TodoServer {
         }
     }
 
-    fn caller(&self) -> UserId {
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<UserId, ErrorData> {
         match &self.identity {
-            Identity::Fixed(user) => user.clone(),
+            Identity::Fixed(user) => Ok(user.clone()),
+            Identity::PerRequest(find) => find(&context.extensions).ok_or_else(|| {
+                ErrorData::internal_error("the request carries no authenticated user", None)
+            }),
         }
     }
 
@@ -227,7 +236,7 @@ impl ServerHandler for TodoServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let call = Arc::new(Call {
-            user: self.caller(),
+            user: self.caller(&context)?,
             tool: request.name.to_string(),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
             started: Instant::now(),

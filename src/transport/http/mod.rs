@@ -1,0 +1,208 @@
+//! MCP over HTTP on one port: Streamable HTTP at `/mcp` (stateless: any replica serves
+//! any request), the legacy HTTP+SSE transport at `/sse` + `/message`, and `/healthz`,
+//! `/readyz` for load balancers.
+//!
+//! Every MCP request passes the Host/Origin guard (against DNS rebinding), then bearer
+//! authentication, which names the user the request acts for.
+
+mod auth;
+mod guard;
+mod legacy_sse;
+
+use crate::db::{Database, DatabaseUrl, migrations};
+use crate::store::UserId;
+use crate::tools::{Identity, TodoServer, UserOfRequest};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::AuthMode;
+
+/// Requests larger than this are refused (413) before they are read whole. A message's
+/// content may be 100,000 characters, up to 400 KB of UTF-8, plus JSON escaping.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long one request may take to produce its response headers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long in-flight requests get to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+pub struct HttpOptions {
+    pub listen: SocketAddr,
+    pub auth: AuthMode,
+    /// Host names (or `host:port`) accepted besides the loopback ones.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyhow::Result<()> {
+    if matches!(options.auth, AuthMode::None) && !options.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--no-auth serves anyone who can connect as the local user: it only listens on a \
+             loopback address, not {}",
+            options.listen
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let app = router(db, url, &options, shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        auth = options.auth.describe(),
+        "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE)"
+    );
+    let signalled = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signalled.cancel();
+    });
+    let graceful = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { graceful.cancelled().await });
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}: stopping anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+    url: DatabaseUrl,
+}
+
+fn router(
+    db: Database,
+    url: DatabaseUrl,
+    options: &HttpOptions,
+    shutdown: CancellationToken,
+) -> Router {
+    let user_of_request: UserOfRequest = Arc::new(|extensions| {
+        extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<UserId>())
+            .cloned()
+    });
+    let tools_db = db.clone();
+    let streamable = StreamableHttpService::new(
+        move || {
+            Ok(TodoServer::new(
+                tools_db.clone(),
+                Identity::PerRequest(user_of_request.clone()),
+            ))
+        },
+        Arc::new(NeverSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(false)
+            .with_json_response(false)
+            // Host and Origin are checked by `guard` for every route, this one included.
+            .disable_allowed_hosts()
+            .with_max_request_body_bytes(MAX_BODY_BYTES)
+            .with_cancellation_token(shutdown.child_token()),
+    );
+    let legacy = legacy_sse::LegacySse::new(db.clone(), shutdown);
+    let authenticated = Router::new()
+        .route_service("/mcp", streamable)
+        .merge(legacy.routes())
+        .layer(axum::middleware::from_fn_with_state(
+            auth::AuthState::new(db.clone(), options.auth.clone()),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { db, url })
+        .merge(authenticated)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard::HostGuard::new(&options.allowed_hosts)),
+            guard::check_host_and_origin,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers and its schema is current: this replica can serve.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(error) = state.db.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": error.to_string() })),
+        );
+    }
+    match migrations::status(&state.url).await {
+        Ok(all) => {
+            let pending: Vec<String> = all
+                .into_iter()
+                .filter(|m| !m.applied)
+                .map(|m| m.name)
+                .collect();
+            if pending.is_empty() {
+                (
+                    StatusCode::OK,
+                    Json(json!({ "status": "ready", "backend": state.db.backend_name() })),
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "status": "migrations pending", "pending": pending })),
+                )
+            }
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": error.to_string() })),
+        ),
+    }
+}
