@@ -112,13 +112,16 @@ async fn finish_read(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
 
 /// Collects the server's stderr (shown in panic messages) and echoes it through `eprintln!`, so
 /// the test harness shows it for failing tests only.
-struct StderrLog {
+pub(crate) struct StderrLog {
     buf: Arc<Mutex<String>>,
     reader: JoinHandle<()>,
 }
 
 impl StderrLog {
-    fn start(stderr: impl AsyncRead + Unpin + Send + 'static, pid: Option<u32>) -> StderrLog {
+    pub(crate) fn start(
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+        pid: Option<u32>,
+    ) -> StderrLog {
         let buf = Arc::new(Mutex::new(String::new()));
         let sink = buf.clone();
         let label = pid.map_or_else(|| "todo-mcp".to_string(), |p| format!("todo-mcp {p}"));
@@ -134,11 +137,11 @@ impl StderrLog {
         StderrLog { buf, reader }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.buf.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let text = self.text();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
@@ -153,7 +156,7 @@ impl StderrLog {
     }
 
     /// Wait (bounded) until the child closed stderr, then return all of it.
-    async fn finish(self, timeout: Duration) -> String {
+    pub(crate) async fn finish(self, timeout: Duration) -> String {
         let StderrLog { buf, reader } = self;
         let _ = tokio::time::timeout(timeout, reader).await;
         buf.lock().unwrap_or_else(|p| p.into_inner()).clone()

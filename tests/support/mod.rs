@@ -21,11 +21,13 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod cli;
+pub mod http;
 pub mod mcp;
 pub mod pg;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
+pub use http::{HttpServer, start_http};
 pub use mcp::{StdioClient, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command};
 pub use pg::PgTestDb;
 pub use sqlite::SqliteTestDb;
