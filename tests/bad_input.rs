@@ -9,13 +9,12 @@ use support::mcp::result_text;
 use support::{StdioClient, TestDb, connect_stdio};
 
 const CALLS_LOG_TITLE: &str = "Tool activity";
-const DESERIALIZE: &str = "failed to deserialize parameters: ";
 /// Well formed, but no task or conversation has it.
 const UNKNOWN_ID: &str = "5b0f8e2c-3d4a-4f6b-9c1d-2e3f4a5b6c7d";
 
 /// What a rejection's text must look like.
 struct Expect {
-    /// `invalid_argument: `, `not_found: ` or [`DESERIALIZE`].
+    /// `invalid_argument: ` or `not_found: `.
     prefix: &'static str,
     /// A part of the message that names the field (or the id).
     names: String,
@@ -24,13 +23,6 @@ struct Expect {
 fn invalid(names: &str) -> Expect {
     Expect {
         prefix: "invalid_argument: ",
-        names: names.to_owned(),
-    }
-}
-
-fn undeserializable(names: &str) -> Expect {
-    Expect {
-        prefix: DESERIALIZE,
         names: names.to_owned(),
     }
 }
@@ -138,10 +130,7 @@ impl Fixture {
         );
         let record = latest.last().unwrap();
         assert_eq!(record["role"], "tool", "{shown}: {record}");
-        let (kind, message) = match error.strip_prefix(DESERIALIZE) {
-            Some(_) => ("invalid_argument", error.as_str()),
-            None => error.split_once(": ").unwrap(),
-        };
+        let (kind, message) = error.split_once(": ").unwrap();
         // NUL bytes cannot be stored (PostgreSQL text/jsonb): records hold U+FFFD instead.
         let recorded_args: Value =
             serde_json::from_str(&args.to_string().replace("\\u0000", "\u{FFFD}"))
@@ -469,7 +458,7 @@ async fn wrong_types_and_unknown_fields_are_refused(db: TestDb) {
         ),
     ];
     for (tool, args, names) in cases {
-        f.rejected(tool, args, undeserializable(names)).await;
+        f.rejected(tool, args, invalid(names)).await;
     }
     assert_eq!(f.all_tasks().await, json!([]));
     assert_eq!(

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod conversations;
+pub mod sessions;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

@@ -242,11 +242,11 @@ impl ServerHandler for TodoServer {
             started: Instant::now(),
         });
         context.extensions.insert(call.clone());
-        let response = self
+        let mut response = self
             .tool_router
             .call(ToolCallContext::new(self, request, context))
             .await;
-        let failure = match &response {
+        let failure = match &mut response {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
                 Some(failure_of(result))
             }
@@ -276,9 +276,13 @@ impl ServerHandler for TodoServer {
     }
 }
 
-/// The kind and message of a failed tool result: ours read `kind: message`; argument
-/// errors come from rmcp's deserialization.
-fn failure_of(result: &CallToolResult) -> (&'static str, String) {
+/// rmcp's wording for arguments that do not deserialize into the tool's argument struct.
+const RMCP_ARGUMENT_ERROR: &str = "failed to deserialize parameters: ";
+
+/// The kind and message of a failed tool result. Ours read `kind: message`; an argument
+/// error from rmcp's deserialization is rewritten in that form (`invalid_argument:
+/// invalid \`limit\`: …`), so every failure the client sees starts with its kind.
+fn failure_of(result: &mut CallToolResult) -> (&'static str, String) {
     let text: String = result
         .content
         .iter()
@@ -290,7 +294,16 @@ fn failure_of(result: &CallToolResult) -> (&'static str, String) {
             return (kind, message.to_owned());
         }
     }
-    ("invalid_argument", text)
+    let message = text
+        .strip_prefix(RMCP_ARGUMENT_ERROR)
+        .unwrap_or(&text)
+        .to_owned();
+    let error = ToolError {
+        kind: "invalid_argument",
+        message,
+    };
+    result.content = vec![ContentBlock::text(error.to_string())];
+    (error.kind, error.message)
 }
 
 /// A tool's failure as the client sees it: `is_error` with the text `kind: message`.
@@ -325,13 +338,15 @@ impl From<StoreError> for ToolError {
     }
 }
 
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
-        Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-            "{}: {}",
-            self.kind, self.message
-        ))])
-        .into())
+        Ok(CallToolResult::error(vec![ContentBlock::text(self.to_string())]).into())
     }
 }
 

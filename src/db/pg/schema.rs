@@ -60,4 +60,21 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(users, api_tokens, tasks, conversations, messages);
+diesel::table! {
+    mcp_sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        state -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_tokens,
+    tasks,
+    conversations,
+    messages,
+    mcp_sessions
+);
