@@ -87,6 +87,11 @@ enum Command {
         /// Do not apply pending migrations at start (fail instead if any are pending).
         #[arg(long)]
         no_migrate: bool,
+        /// Offer `Mcp-Session-Id` sessions to clients that want them (protocol versions
+        /// before 2026-07-28). Their state is kept in the database, so any replica serves
+        /// any session; without this flag every request stands alone.
+        #[arg(long)]
+        sessions: bool,
     },
     /// Database migrations (embedded in the binary): apply, inspect or revert.
     Migrate {
@@ -204,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_auth,
             allowed_hosts,
             no_migrate,
+            sessions,
         } => {
             let db = prepare(&url, &options, no_migrate).await?;
             let auth = if no_auth {
@@ -216,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 auth,
                 allowed_hosts,
+                sessions,
             };
             todo_mcp::transport::http::serve(db, url, options).await
         }

@@ -8,6 +8,7 @@
 mod auth;
 mod guard;
 mod legacy_sse;
+mod sessions;
 
 use crate::db::{Database, DatabaseUrl, migrations};
 use crate::store::UserId;
@@ -17,6 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -42,6 +44,8 @@ pub struct HttpOptions {
     pub auth: AuthMode,
     /// Host names (or `host:port`) accepted besides the loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// Offer `Mcp-Session-Id` sessions (kept in the database) to clients that want them.
+    pub sessions: bool,
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -128,30 +132,46 @@ fn router(
             .cloned()
     });
     let tools_db = db.clone();
-    let streamable = StreamableHttpService::new(
-        move || {
-            Ok(TodoServer::new(
-                tools_db.clone(),
-                Identity::PerRequest(user_of_request.clone()),
-            ))
-        },
-        Arc::new(NeverSessionManager::default()),
-        StreamableHttpServerConfig::default()
-            .with_legacy_session_mode(false)
-            .with_json_response(false)
-            // Host and Origin are checked by `guard` for every route, this one included.
-            .disable_allowed_hosts()
-            .with_max_request_body_bytes(MAX_BODY_BYTES)
-            .with_cancellation_token(shutdown.child_token()),
-    );
+    let new_server = move || {
+        Ok(TodoServer::new(
+            tools_db.clone(),
+            Identity::PerRequest(user_of_request.clone()),
+        ))
+    };
+    let config = StreamableHttpServerConfig::default()
+        .with_json_response(false)
+        // Host and Origin are checked by `guard` for every route, this one included.
+        .disable_allowed_hosts()
+        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_cancellation_token(shutdown.child_token());
+    let streamable =
+        if options.sessions {
+            let mut config = config.with_legacy_session_mode(true);
+            config.session_store = Some(Arc::new(sessions::DbSessionStore::new(db.clone())));
+            let service = StreamableHttpService::new(
+                new_server,
+                Arc::new(LocalSessionManager::default()),
+                config,
+            );
+            Router::new().route_service("/mcp", service).layer(
+                axum::middleware::from_fn_with_state(db.clone(), sessions::check_session_owner),
+            )
+        } else {
+            let service = StreamableHttpService::new(
+                new_server,
+                Arc::new(NeverSessionManager::default()),
+                config.with_legacy_session_mode(false),
+            );
+            Router::new().route_service("/mcp", service)
+        };
     let legacy = legacy_sse::LegacySse::new(db.clone(), shutdown);
-    let authenticated = Router::new()
-        .route_service("/mcp", streamable)
-        .merge(legacy.routes())
-        .layer(axum::middleware::from_fn_with_state(
-            auth::AuthState::new(db.clone(), options.auth.clone()),
-            auth::authenticate,
-        ));
+    let authenticated =
+        streamable
+            .merge(legacy.routes())
+            .layer(axum::middleware::from_fn_with_state(
+                auth::AuthState::new(db.clone(), options.auth.clone()),
+                auth::authenticate,
+            ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1,0 +1,113 @@
+//! Optional Streamable HTTP sessions (`--sessions`) for clients that want an
+//! `Mcp-Session-Id`. Their state (the client's initialize parameters) lives in the database,
+//! so a replica that never saw a session restores it from there; each session belongs to
+//! the user who opened it, and anyone else is told it does not exist.
+
+use crate::db::Database;
+use crate::store::{StoreError, UserId, sessions};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::store::{
+    SessionState, SessionStore, SessionStoreError,
+};
+
+tokio::task_local! {
+    /// The user of the request being served: rmcp saves a new session from within the
+    /// initialize request's own task, where this names its owner.
+    static REQUEST_USER: UserId;
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+pub struct DbSessionStore {
+    db: Database,
+}
+
+impl DbSessionStore {
+    pub fn new(db: Database) -> Self {
+        DbSessionStore { db }
+    }
+}
+
+fn store_error(error: impl Into<StoreError>) -> SessionStoreError {
+    Box::new(error.into())
+}
+
+#[async_trait::async_trait]
+impl SessionStore for DbSessionStore {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        let mut tx = self.db.begin().await.map_err(store_error)?;
+        let state = sessions::load(&mut tx, session_id).await;
+        tx.rollback().await.map_err(store_error)?;
+        match state.map_err(store_error)? {
+            Some(state) => Ok(Some(serde_json::from_value(state)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        let user = REQUEST_USER
+            .try_with(UserId::clone)
+            .map_err(|_| "a session was saved outside an authenticated request")?;
+        let state = serde_json::to_value(state)?;
+        let mut tx = self.db.begin().await.map_err(store_error)?;
+        sessions::save(&mut tx, session_id, &user, &state)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        let mut tx = self.db.begin().await.map_err(store_error)?;
+        sessions::delete(&mut tx, session_id)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+}
+
+/// A request naming a session must come from its owner: an unknown, ended or another
+/// user's session gets 404, as the protocol asks for ended sessions. Runs after
+/// authentication.
+pub async fn check_session_owner(
+    State(db): State<Database>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(user) = request.extensions().get::<UserId>().cloned() else {
+        return (StatusCode::UNAUTHORIZED, "unauthenticated").into_response();
+    };
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    if let Some(session) = session {
+        let owner = async {
+            let mut tx = db.begin().await?;
+            let owner = sessions::owner(&mut tx, &session).await;
+            tx.rollback().await?;
+            owner
+        }
+        .await;
+        match owner {
+            Ok(Some(owner)) if owner == user => {}
+            Ok(_) => {
+                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up a session");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage unavailable, retry",
+                )
+                    .into_response();
+            }
+        }
+    }
+    REQUEST_USER.scope(user, next.run(request)).await
+}
