@@ -1,0 +1,189 @@
+//! `http --sessions`: a session opened on one replica is served by another (its state is in
+//! the database), survives the death of the replica that opened it, belongs to its user
+//! alone, and is gone (404) once ended.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{PgTestDb, create_token, start_http};
+
+const PROTOCOL: &str = "2025-06-18";
+
+struct Reply {
+    status: StatusCode,
+    session: Option<String>,
+    body: String,
+}
+
+async fn post(url: &str, token: &str, session: Option<&str>, message: Value) -> Reply {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", PROTOCOL)
+        .json(&message);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.expect("POST /mcp");
+    let status = response.status();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.expect("body");
+    Reply {
+        status,
+        session,
+        body,
+    }
+}
+
+/// The JSON-RPC message carried in an SSE response (`data: {...}` lines) or a JSON body.
+fn jsonrpc(body: &str) -> Value {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|data| data.starts_with('{'))
+        .or_else(|| Some(body.trim()).filter(|b| b.starts_with('{')))
+        .and_then(|data| serde_json::from_str(data).ok())
+        .unwrap_or_else(|| panic!("no JSON-RPC message in {body:?}"))
+}
+
+async fn open_session(url: &str, token: &str) -> String {
+    let reply = post(
+        url,
+        token,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": PROTOCOL, "capabilities": {},
+            "clientInfo": {"name": "sessions-test", "version": "0"}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let session = reply.session.expect("initialize returns an Mcp-Session-Id");
+    let initialized = post(
+        url,
+        token,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(
+        initialized.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        initialized.body
+    );
+    session
+}
+
+async fn add_task(url: &str, token: &str, session: &str, title: &str) -> Reply {
+    post(
+        url,
+        token,
+        Some(session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "add_task", "arguments": {"title": title}}}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_live_in_the_database_and_belong_to_their_user() {
+    let db = PgTestDb::new().await;
+    let alice = create_token(db.url(), "alice");
+    let bob = create_token(db.url(), "bob");
+    let first = start_http(db.url(), &["--sessions"], &[]).await;
+    let second = start_http(db.url(), &["--sessions"], &[]).await;
+
+    let session = open_session(&first.mcp_url(), &alice).await;
+    let rows = db.query_json("SELECT id, user_id FROM mcp_sessions").await;
+    assert_eq!(rows, [json!({"id": session, "user_id": "alice"})]);
+
+    // The replica that never saw the session serves it.
+    let reply = add_task(
+        &second.mcp_url(),
+        &alice,
+        &session,
+        "via the second replica",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let result = jsonrpc(&reply.body);
+    assert_eq!(
+        result["result"]["structuredContent"]["task"]["title"],
+        "via the second replica"
+    );
+
+    // ... and still does after the first one dies.
+    first.kill().await;
+    let reply = add_task(&second.mcp_url(), &alice, &session, "after the first died").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    // Another user's request naming it: 404, and nothing written.
+    let reply = add_task(&second.mcp_url(), &bob, &session, "bob's attempt").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    // An unknown session: 404.
+    let reply = add_task(&second.mcp_url(), &alice, "no-such-session", "lost").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+
+    // Ended by DELETE: gone from the database, and 404 afterwards.
+    let ended = reqwest::Client::new()
+        .delete(second.mcp_url())
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", PROTOCOL)
+        .send()
+        .await
+        .expect("DELETE /mcp");
+    assert!(
+        ended.status().is_success(),
+        "DELETE gave {}",
+        ended.status()
+    );
+    assert_eq!(
+        db.query_json("SELECT id FROM mcp_sessions").await,
+        Vec::<Value>::new()
+    );
+    let reply = add_task(&second.mcp_url(), &alice, &session, "after the end").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+
+    let titles = db
+        .query_json("SELECT title, user_id FROM tasks ORDER BY id")
+        .await;
+    assert_eq!(
+        titles,
+        [
+            json!({"title": "via the second replica", "user_id": "alice"}),
+            json!({"title": "after the first died", "user_id": "alice"}),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sessions_no_session_is_handed_out() {
+    let db = PgTestDb::new().await;
+    let alice = create_token(db.url(), "alice");
+    let server = start_http(db.url(), &[], &[]).await;
+    let reply = post(
+        &server.mcp_url(),
+        &alice,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": PROTOCOL, "capabilities": {},
+            "clientInfo": {"name": "sessions-test", "version": "0"}}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.session, None,
+        "a stateless server handed out a session"
+    );
+    assert_eq!(
+        db.query_json("SELECT id FROM mcp_sessions").await,
+        Vec::<Value>::new()
+    );
+}
