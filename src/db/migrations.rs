@@ -37,27 +37,47 @@ enum Operation {
 
 /// Applies all pending migrations; returns the names of those applied.
 pub async fn run_pending(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
-    run(url, Operation::RunPending).await
+    let versions = run(url, Operation::RunPending).await?;
+    names(url, versions)
 }
 
 /// Reverts the most recently applied migration; returns its name (none if none applied).
 pub async fn revert_last(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
-    run(url, Operation::RevertLast).await
+    let versions = run(url, Operation::RevertLast).await?;
+    names(url, versions)
 }
 
 /// Every embedded migration, oldest first, and whether it is applied.
 pub async fn status(url: &DatabaseUrl) -> Result<Vec<MigrationState>, DbError> {
     let applied = run(url, Operation::Status).await?;
-    let all: Vec<(String, String)> = match url {
-        DatabaseUrl::Postgres(_) => describe::<Pg>(&POSTGRES)?,
-        DatabaseUrl::Sqlite(_) => describe::<Sqlite>(&SQLITE)?,
-    };
+    let all = embedded(url)?;
     Ok(all
         .into_iter()
         .map(|(version, name)| MigrationState {
             applied: applied.contains(&version),
             version,
             name,
+        })
+        .collect())
+}
+
+/// (version, name) of every migration embedded for the URL's backend, oldest first.
+fn embedded(url: &DatabaseUrl) -> Result<Vec<(String, String)>, DbError> {
+    match url {
+        DatabaseUrl::Postgres(_) => describe::<Pg>(&POSTGRES),
+        DatabaseUrl::Sqlite(_) => describe::<Sqlite>(&SQLITE),
+    }
+}
+
+/// Versions as migration names (`2026-11-24-000002_mcp_sessions`), as `status` shows them.
+fn names(url: &DatabaseUrl, versions: Vec<String>) -> Result<Vec<String>, DbError> {
+    let all = embedded(url)?;
+    Ok(versions
+        .into_iter()
+        .map(|version| {
+            all.iter()
+                .find(|(v, _)| *v == version)
+                .map_or(version.clone(), |(_, name)| name.clone())
         })
         .collect())
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::task::TaskTracker;
 
 const INSTRUCTIONS: &str = "Durable tasks and conversation history for the authenticated user. \
 Tasks: add_task, list_tasks, complete_task, update_task, delete_task. Conversations: \
@@ -66,6 +67,8 @@ pub struct TodoServer {
     db: Database,
     identity: Identity,
     tool_router: ToolRouter<Self>,
+    /// Counts the calls under way, so a shutdown can wait for them.
+    in_flight: Option<TaskTracker>,
 }
 
 impl TodoServer {
@@ -74,7 +77,14 @@ impl TodoServer {
             db,
             identity,
             tool_router: Self::task_tools() + Self::conversation_tools(),
+            in_flight: None,
         }
+    }
+
+    /// Registers every call with `tracker` while it runs.
+    pub fn tracking_calls(mut self, tracker: TaskTracker) -> Self {
+        self.in_flight = Some(tracker);
+        self
     }
 
     fn caller(&self, context: &RequestContext<RoleServer>) -> Result<UserId, ErrorData> {
@@ -235,6 +245,7 @@ impl ServerHandler for TodoServer {
         request: CallToolRequestParams,
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let _running = self.in_flight.as_ref().map(TaskTracker::token);
         let call = Arc::new(Call {
             user: self.caller(&context)?,
             tool: request.name.to_string(),

@@ -7,7 +7,9 @@ use crate::store::{StoreError, UserId};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+
+use super::reply::jsonrpc_error;
 
 /// Who may call.
 #[derive(Clone)]
@@ -105,16 +107,4 @@ fn unavailable(reason: &str) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
-}
-
-fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": { "code": code, "message": message },
-        })),
-    )
-        .into_response()
 }

@@ -5,7 +5,9 @@
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+
+use super::reply::{INVALID_REQUEST, jsonrpc_error};
 use std::sync::Arc;
 
 pub struct HostGuard {
@@ -74,15 +76,11 @@ pub async fn check_host_and_origin(
 
 fn refuse(reason: &str) -> Response {
     tracing::warn!(reason, "request refused by the Host/Origin guard");
-    (
+    jsonrpc_error(
         StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": null,
-            "error": { "code": -32600, "message": format!("forbidden: {reason} (see --allowed-host)") },
-        })),
+        INVALID_REQUEST,
+        &format!("forbidden: {reason} (see --allowed-host)"),
     )
-        .into_response()
 }
 
 #[cfg(test)]

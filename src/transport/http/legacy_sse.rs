@@ -22,6 +22,8 @@ use futures_util::{Stream, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
+
+use super::reply::{PARSE_ERROR, jsonrpc_error};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::task::TaskTracker;
 
 /// Messages queued per session in each direction before senders wait.
 const CHANNEL_CAPACITY: usize = 64;
@@ -42,7 +45,9 @@ struct Session {
 pub struct LegacySse {
     db: Database,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Ends every stream (after the calls under way have finished: see `http::serve`).
     shutdown: CancellationToken,
+    in_flight: TaskTracker,
 }
 
 #[derive(Deserialize)]
@@ -52,11 +57,12 @@ struct MessageQuery {
 }
 
 impl LegacySse {
-    pub fn new(db: Database, shutdown: CancellationToken) -> Self {
+    pub fn new(db: Database, shutdown: CancellationToken, in_flight: TaskTracker) -> Self {
         LegacySse {
             db,
             sessions: Arc::default(),
             shutdown,
+            in_flight,
         }
     }
 
@@ -108,7 +114,8 @@ async fn open_stream(
     }
     tracing::info!(session = %id, user = %user, "legacy SSE session opened");
 
-    let server = TodoServer::new(legacy.db.clone(), Identity::Fixed(user));
+    let server = TodoServer::new(legacy.db.clone(), Identity::Fixed(user))
+        .tracking_calls(legacy.in_flight.clone());
     let transport = (PollSender::new(to_client), ReceiverStream::new(from_client));
     let session_id = id.clone();
     tokio::spawn(async move {
@@ -160,15 +167,11 @@ async fn post_message(
     let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
         Ok(message) => message,
         Err(error) => {
-            return (
+            return jsonrpc_error(
                 StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": null,
-                    "error": { "code": -32700, "message": format!("parse error: {error}") },
-                })),
-            )
-                .into_response();
+                PARSE_ERROR,
+                &format!("parse error: {error}"),
+            );
         }
     };
     match to_server.send(message).await {

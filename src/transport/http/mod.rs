@@ -8,6 +8,7 @@
 mod auth;
 mod guard;
 mod legacy_sse;
+mod reply;
 mod sessions;
 
 use crate::db::{Database, DatabaseUrl, migrations};
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use auth::AuthMode;
 
@@ -38,6 +40,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the last call finished: time for its answer to leave on its stream.
+const STREAM_FLUSH: Duration = Duration::from_millis(200);
 
 pub struct HttpOptions {
     pub listen: SocketAddr,
@@ -57,8 +62,13 @@ pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyh
             options.listen
         );
     }
-    let shutdown = CancellationToken::new();
-    let app = router(db, url, &options, shutdown.clone());
+    // Shutdown in order: stop accepting (`accepting`), let the tool calls under way finish
+    // (`in_flight`), then end the long-lived streams (`streams`: legacy SSE, session GETs)
+    // that would otherwise keep their connections, and so the server, open.
+    let accepting = CancellationToken::new();
+    let streams = CancellationToken::new();
+    let in_flight = TaskTracker::new();
+    let app = router(db, url, &options, streams.clone(), in_flight.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
@@ -67,27 +77,48 @@ pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyh
         auth = options.auth.describe(),
         "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE)"
     );
-    let signalled = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signalled.cancel();
-    });
-    let graceful = shutdown.clone();
+    tokio::spawn(drain_on_signal(
+        accepting.clone(),
+        streams.clone(),
+        in_flight,
+    ));
+    let stop_accepting = accepting.clone();
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { graceful.cancelled().await });
+    .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
     tokio::select! {
         result = server => result?,
         () = async {
-            shutdown.cancelled().await;
+            accepting.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}: stopping anyway"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On SIGTERM/SIGINT: stop accepting, wait for the calls under way (bounded by the grace
+/// period), then end the open streams, once their last answers have been sent.
+async fn drain_on_signal(
+    accepting: CancellationToken,
+    streams: CancellationToken,
+    in_flight: TaskTracker,
+) {
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    accepting.cancel();
+    in_flight.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tool calls still running after {SHUTDOWN_GRACE:?}");
+    }
+    // A finished call's answer is queued for its stream; give the streams a moment to send it.
+    tokio::time::sleep(STREAM_FLUSH).await;
+    streams.cancel();
 }
 
 async fn wait_for_signal() {
@@ -123,7 +154,8 @@ fn router(
     db: Database,
     url: DatabaseUrl,
     options: &HttpOptions,
-    shutdown: CancellationToken,
+    streams: CancellationToken,
+    in_flight: TaskTracker,
 ) -> Router {
     let user_of_request: UserOfRequest = Arc::new(|extensions| {
         extensions
@@ -132,18 +164,20 @@ fn router(
             .cloned()
     });
     let tools_db = db.clone();
+    let tools_in_flight = in_flight.clone();
     let new_server = move || {
         Ok(TodoServer::new(
             tools_db.clone(),
             Identity::PerRequest(user_of_request.clone()),
-        ))
+        )
+        .tracking_calls(tools_in_flight.clone()))
     };
     let config = StreamableHttpServerConfig::default()
         .with_json_response(false)
         // Host and Origin are checked by `guard` for every route, this one included.
         .disable_allowed_hosts()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
-        .with_cancellation_token(shutdown.child_token());
+        .with_cancellation_token(streams.child_token());
     let streamable =
         if options.sessions {
             let mut config = config.with_legacy_session_mode(true);
@@ -163,8 +197,9 @@ fn router(
                 config.with_legacy_session_mode(false),
             );
             Router::new().route_service("/mcp", service)
-        };
-    let legacy = legacy_sse::LegacySse::new(db.clone(), shutdown);
+        }
+        .layer(axum::middleware::from_fn(reply::require_json_body));
+    let legacy = legacy_sse::LegacySse::new(db.clone(), streams, in_flight);
     let authenticated =
         streamable
             .merge(legacy.routes())
