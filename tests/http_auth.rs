@@ -12,12 +12,13 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use support::cli::create_token_with;
+use support::jsonrpc::{
+    PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
+};
 use support::{HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
 
-const PROTOCOL: &str = "2025-06-18";
 const JWT_SECRET: &str = "http-auth-test-jwt-secret";
 /// How long a test waits for an SSE event that should arrive.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,53 +28,6 @@ const QUIET_PERIOD: Duration = Duration::from_millis(1500);
 // ---------------------------------------------------------------------------------------------
 // JSON-RPC over HTTP
 // ---------------------------------------------------------------------------------------------
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a reqwest client")
-}
-
-fn initialize(id: i64) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-        "protocolVersion": PROTOCOL, "capabilities": {},
-        "clientInfo": {"name": "http-auth-test", "version": "0"}}})
-}
-
-fn initialized() -> Value {
-    json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
-}
-
-fn add_task(id: i64, title: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": "add_task", "arguments": {"title": title}}})
-}
-
-/// A finished HTTP exchange.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    async fn read(response: reqwest::Response) -> Reply {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.text().await.expect("reading a response body");
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-}
 
 fn with_auth(request: reqwest::RequestBuilder, auth: Option<&str>) -> reqwest::RequestBuilder {
     match auth {
@@ -110,19 +64,6 @@ async fn post_message(
             .expect("POST /message"),
     )
     .await
-}
-
-/// The JSON-RPC messages in an SSE-framed body (its `data:` lines).
-fn sse_data(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|data| !data.is_empty())
-        .map(|data| {
-            serde_json::from_str(data)
-                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {data:?}"))
-        })
-        .collect()
 }
 
 /// The successful JSON-RPC response with `id` in an SSE-framed `/mcp` reply.

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::jsonrpc::{
+    self, PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
+};
 use support::{HttpServer, PgTestDb, create_token, start_http, todo_mcp, todo_mcp_with_timeout};
 
-const PROTOCOL: &str = "2025-06-18";
 /// The server's body limit.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// How long the server lets in-flight requests finish after SIGTERM.
@@ -24,79 +26,16 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 // JSON-RPC over HTTP
 // ---------------------------------------------------------------------------------------------
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a reqwest client")
-}
-
-fn initialize(id: i64) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-        "protocolVersion": PROTOCOL, "capabilities": {},
-        "clientInfo": {"name": "http-hardening-test", "version": "0"}}})
-}
-
-fn initialized() -> Value {
-    json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
-}
-
-fn add_task(id: i64, title: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": "add_task", "arguments": {"title": title}}})
-}
-
-struct Reply {
-    status: StatusCode,
-    body: String,
-}
-
-impl Reply {
-    async fn read(response: reqwest::Response) -> Reply {
-        let status = response.status();
-        let body = response.text().await.expect("reading a response body");
-        Reply { status, body }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-}
-
-/// `POST /mcp` with the headers Streamable HTTP requires and, if given, a bearer token;
-/// the caller adds a body and any other header.
-fn mcp_request(server: &HttpServer, token: Option<&str>) -> reqwest::RequestBuilder {
-    let request = http()
-        .post(server.mcp_url())
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", PROTOCOL);
-    match token {
-        Some(token) => request.bearer_auth(token),
-        None => request,
-    }
-}
-
 async fn send(request: reqwest::RequestBuilder) -> Reply {
     Reply::read(request.send().await.expect("sending a request")).await
 }
 
-async fn post_mcp(server: &HttpServer, token: Option<&str>, message: &Value) -> Reply {
-    send(mcp_request(server, token).body(message.to_string())).await
+fn mcp_request(server: &HttpServer, token: Option<&str>) -> reqwest::RequestBuilder {
+    jsonrpc::mcp_request(&server.mcp_url(), token)
 }
 
-/// The JSON-RPC messages in an SSE-framed body (its `data:` lines).
-fn sse_data(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|data| !data.is_empty())
-        .map(|data| {
-            serde_json::from_str(data)
-                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {data:?}"))
-        })
-        .collect()
+async fn post_mcp(server: &HttpServer, token: Option<&str>, message: &Value) -> Reply {
+    send(mcp_request(server, token).body(message.to_string())).await
 }
 
 /// The task of a successful `add_task` response with `id` in an SSE-framed `/mcp` reply;

@@ -6,89 +6,44 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::jsonrpc::{self, Reply, initialize, initialized, mcp_request};
 use support::{PgTestDb, create_token, start_http};
 
-const PROTOCOL: &str = "2025-06-18";
-
-struct Reply {
-    status: StatusCode,
+/// The reply to a POST, and the session it named, if any.
+struct Exchange {
+    reply: Reply,
     session: Option<String>,
-    body: String,
 }
 
-async fn post(url: &str, token: &str, session: Option<&str>, message: Value) -> Reply {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .json(&message);
+async fn post(url: &str, token: &str, session: Option<&str>, message: Value) -> Exchange {
+    let mut request = mcp_request(url, Some(token)).body(message.to_string());
     if let Some(session) = session {
         request = request.header("mcp-session-id", session);
     }
-    let response = request.send().await.expect("POST /mcp");
-    let status = response.status();
-    let session = response
-        .headers()
+    let reply = Reply::read(request.send().await.expect("POST /mcp")).await;
+    let session = reply
+        .headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = response.text().await.expect("body");
-    Reply {
-        status,
-        session,
-        body,
-    }
-}
-
-/// The JSON-RPC message carried in an SSE response (`data: {...}` lines) or a JSON body.
-fn jsonrpc(body: &str) -> Value {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .find(|data| data.starts_with('{'))
-        .or_else(|| Some(body.trim()).filter(|b| b.starts_with('{')))
-        .and_then(|data| serde_json::from_str(data).ok())
-        .unwrap_or_else(|| panic!("no JSON-RPC message in {body:?}"))
+    Exchange { reply, session }
 }
 
 async fn open_session(url: &str, token: &str) -> String {
-    let reply = post(
-        url,
-        token,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": PROTOCOL, "capabilities": {},
-            "clientInfo": {"name": "sessions-test", "version": "0"}}}),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let session = reply.session.expect("initialize returns an Mcp-Session-Id");
-    let initialized = post(
-        url,
-        token,
-        Some(&session),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
-    assert_eq!(
-        initialized.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        initialized.body
-    );
+    let opened = post(url, token, None, initialize(1)).await;
+    assert_eq!(opened.reply.status, StatusCode::OK, "{}", opened.reply.body);
+    let session = opened
+        .session
+        .expect("initialize returns an Mcp-Session-Id");
+    let done = post(url, token, Some(&session), initialized()).await.reply;
+    assert_eq!(done.status, StatusCode::ACCEPTED, "{}", done.body);
     session
 }
 
 async fn add_task(url: &str, token: &str, session: &str, title: &str) -> Reply {
-    post(
-        url,
-        token,
-        Some(session),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-               "params": {"name": "add_task", "arguments": {"title": title}}}),
-    )
-    .await
+    post(url, token, Some(session), jsonrpc::add_task(2, title))
+        .await
+        .reply
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,9 +67,9 @@ async fn sessions_live_in_the_database_and_belong_to_their_user() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let result = jsonrpc(&reply.body);
+    let response = reply.response(2).expect("a response to the call");
     assert_eq!(
-        result["result"]["structuredContent"]["task"]["title"],
+        response["result"]["structuredContent"]["task"]["title"],
         "via the second replica"
     );
 
@@ -131,11 +86,11 @@ async fn sessions_live_in_the_database_and_belong_to_their_user() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
 
     // Ended by DELETE: gone from the database, and 404 afterwards.
-    let ended = reqwest::Client::new()
+    let ended = jsonrpc::client()
         .delete(second.mcp_url())
         .bearer_auth(&alice)
         .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", PROTOCOL)
+        .header("mcp-protocol-version", jsonrpc::PROTOCOL)
         .send()
         .await
         .expect("DELETE /mcp");
@@ -168,18 +123,10 @@ async fn without_sessions_no_session_is_handed_out() {
     let db = PgTestDb::new().await;
     let alice = create_token(db.url(), "alice");
     let server = start_http(db.url(), &[], &[]).await;
-    let reply = post(
-        &server.mcp_url(),
-        &alice,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": PROTOCOL, "capabilities": {},
-            "clientInfo": {"name": "sessions-test", "version": "0"}}}),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let opened = post(&server.mcp_url(), &alice, None, initialize(1)).await;
+    assert_eq!(opened.reply.status, StatusCode::OK, "{}", opened.reply.body);
     assert_eq!(
-        reply.session, None,
+        opened.session, None,
         "a stateless server handed out a session"
     );
     assert_eq!(

@@ -22,8 +22,11 @@
 
 pub mod cli;
 pub mod http;
+pub mod jsonrpc;
 pub mod mcp;
+pub mod node;
 pub mod pg;
+pub mod python;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
