@@ -92,7 +92,14 @@ async fn up_down_up(backend: Backend) {
     if let TestDb::Pg(pg) = &db {
         assert_eq!(
             user_tables(pg).await,
-            ["api_tokens", "conversations", "mcp_sessions", "messages", "tasks", "users"]
+            [
+                "api_tokens",
+                "conversations",
+                "mcp_sessions",
+                "messages",
+                "tasks",
+                "users"
+            ]
         );
     }
     add_task(&db, "written at version 1").await;
@@ -123,7 +130,10 @@ async fn up_down_up(backend: Backend) {
     assert!(states(&db).iter().all(|s| s == "applied"));
     add_task(&db, "after redo").await;
     // Redo touched only the latest migration: rows of the tables before it survive.
-    assert_eq!(task_titles(&db).await, ["after redo", "after the round trip"]);
+    assert_eq!(
+        task_titles(&db).await,
+        ["after redo", "after the round trip"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
