@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::reply::jsonrpc_error;
+use super::reply::refusal;
 
 /// Who may call.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ fn unauthorized(error: Option<&str>, description: &str) -> Response {
         ),
         None => "Bearer realm=\"todo-mcp\"".to_owned(),
     };
-    let mut response = jsonrpc_error(
+    let mut response = refusal(
         StatusCode::UNAUTHORIZED,
         -32001,
         &format!("unauthorized: {description}"),
@@ -102,7 +102,7 @@ fn unauthorized(error: Option<&str>, description: &str) -> Response {
 }
 
 fn unavailable(reason: &str) -> Response {
-    let mut response = jsonrpc_error(StatusCode::SERVICE_UNAVAILABLE, -32002, reason);
+    let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, -32002, reason);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::reply::{INVALID_REQUEST, jsonrpc_error};
+use super::reply::{INVALID_REQUEST, refusal};
 use std::sync::Arc;
 
 pub struct HostGuard {
@@ -76,7 +76,7 @@ pub async fn check_host_and_origin(
 
 fn refuse(reason: &str) -> Response {
     tracing::warn!(reason, "request refused by the Host/Origin guard");
-    jsonrpc_error(
+    refusal(
         StatusCode::FORBIDDEN,
         INVALID_REQUEST,
         &format!("forbidden: {reason} (see --allowed-host)"),

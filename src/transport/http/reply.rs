@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,6 +17,17 @@ pub fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
         })),
     )
         .into_response()
+}
+
+/// An error given before the request's body was read (auth, Host guard, session check).
+/// The connection cannot carry another request (hyper would close it unannounced, and a
+/// client reusing it would see it drop instead of reading this answer), so say so.
+pub fn refusal(status: StatusCode, code: i64, message: &str) -> Response {
+    let mut response = jsonrpc_error(status, code, message);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// JSON-RPC's code for a body that is not JSON.

@@ -8,7 +8,9 @@ use crate::store::{StoreError, UserId, sessions};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+
+use super::reply::{INVALID_REQUEST, refusal};
 use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
@@ -79,7 +81,7 @@ pub async fn check_session_owner(
     next: Next,
 ) -> Response {
     let Some(user) = request.extensions().get::<UserId>().cloned() else {
-        return (StatusCode::UNAUTHORIZED, "unauthenticated").into_response();
+        return refusal(StatusCode::UNAUTHORIZED, -32001, "unauthenticated");
     };
     let session = request
         .headers()
@@ -97,15 +99,15 @@ pub async fn check_session_owner(
         match owner {
             Ok(Some(owner)) if owner == user => {}
             Ok(_) => {
-                return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+                return refusal(StatusCode::NOT_FOUND, INVALID_REQUEST, "Session not found");
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot look up a session");
-                return (
+                return refusal(
                     StatusCode::SERVICE_UNAVAILABLE,
+                    -32002,
                     "storage unavailable, retry",
-                )
-                    .into_response();
+                );
             }
         }
     }
