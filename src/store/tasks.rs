@@ -228,6 +228,9 @@ pub struct TaskChanges<'a> {
     /// An empty description clears it.
     pub description: Option<&'a str>,
     pub completed: Option<bool>,
+    /// Optimistic concurrency: change the task only if it was last updated at this time
+    /// (its `updated_at` as last read), else fail with a conflict.
+    pub expected_updated_at: Option<&'a str>,
 }
 
 pub async fn update(
@@ -251,12 +254,29 @@ pub async fn update(
         .map(|d| check_text("description", d, limits::DESCRIPTION, false))
         .transpose()?
         .map(|d| Some(d).filter(|d| !d.is_empty()));
+    let expected = changes
+        .expected_updated_at
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    StoreError::invalid(
+                        "expected_updated_at",
+                        format!("`{raw}` is not an RFC 3339 time (use the task's updated_at)"),
+                    )
+                })
+        })
+        .transpose()?;
     let at = now();
     let updated: Option<TaskRow> = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
+        // `updated_at` equals the expected time, when one is given.
+        let unchanged_since_read =
+            coalesce(expected, t::updated_at.nullable()).eq(t::updated_at.nullable());
         let target = t::tasks
             .filter(t::id.eq(DbUuid(id)))
-            .filter(t::user_id.eq(user.as_str()));
+            .filter(t::user_id.eq(user.as_str()))
+            .filter(unchanged_since_read);
         let fields = (
             title.as_ref().map(|v| t::title.eq(v)),
             description.as_ref().map(|v| t::description.eq(v)),
@@ -293,9 +313,19 @@ pub async fn update(
                 .optional()?,
         }
     });
-    updated
-        .map(Task::from)
-        .ok_or_else(|| StoreError::not_found("task", id))
+    match (updated, expected) {
+        (Some(row), _) => Ok(row.into()),
+        (None, None) => Err(StoreError::not_found("task", id)),
+        (None, Some(expected)) => {
+            let current = get(tx, user, id).await?;
+            Err(StoreError::Conflict(format!(
+                "task {id} was updated at {}, not at expected_updated_at {}: read it again \
+                 and retry",
+                current.updated_at,
+                format_time(expected)
+            )))
+        }
+    }
 }
 
 /// Deletes a task for good.

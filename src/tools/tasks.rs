@@ -81,6 +81,10 @@ pub struct UpdateTaskArgs {
     /// Mark completed (true) or pending again (false).
     #[serde(default)]
     pub completed: Option<bool>,
+    /// The task's `updated_at` as you last read it: the update then happens only if nobody
+    /// changed the task since, and fails with a conflict otherwise.
+    #[serde(default)]
+    pub expected_updated_at: Option<String>,
     /// Conversation (UUID) whose history should record this call; default: "Tool activity".
     #[serde(default)]
     pub conversation_id: Option<String>,
@@ -188,7 +192,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Change a task's title, description or completed state; fields left out stay as they are.",
+        description = "Change a task's title, description or completed state; fields left out stay as they are. Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
         annotations(
             title = "Update task",
             read_only_hint = false,
@@ -208,6 +212,7 @@ impl TodoServer {
             title: args.title.as_deref(),
             description: args.description.as_deref(),
             completed: args.completed,
+            expected_updated_at: args.expected_updated_at.as_deref(),
         };
         let result = tasks::update(&mut tx, &call.user, task_id, changes).await;
         self.close(tx, &call, audit, result.map(|task| TaskResult { task }))
