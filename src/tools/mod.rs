@@ -5,8 +5,8 @@
 //! type (the output schema). This module holds what they share: who is calling, one
 //! transaction per call, and the audit record every call leaves.
 
-mod conversations;
-mod tasks;
+pub mod conversations;
+pub mod tasks;
 
 use crate::db::{Database, DbError, Tx};
 use crate::store::audit::{self, CallRecord, Outcome};
