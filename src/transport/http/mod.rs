@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -77,6 +78,13 @@ pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyh
         auth = options.auth.describe(),
         "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE)"
     );
+    // Answers are small writes (SSE frames); with Nagle's algorithm on, each can wait
+    // ~40 ms for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     tokio::spawn(drain_on_signal(
         accepting.clone(),
         streams.clone(),
