@@ -10,22 +10,7 @@ mod support;
 use serde_json::Value;
 use support::cli::create_token_with;
 use support::node;
-use support::{PgTestDb, SqliteTestDb, bin_path, cli, create_token, start_http};
-
-/// Every tool the server has, sorted.
-const TOOLS: [&str; 11] = [
-    "add_task",
-    "append_message",
-    "archive_conversation",
-    "complete_task",
-    "delete_task",
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-    "set_conversation_summary",
-    "start_conversation",
-    "update_task",
-];
+use support::{PgTestDb, SqliteTestDb, TOOL_NAMES, bin_path, cli, create_token, start_http};
 
 /// One Inspector run.
 struct Run {
@@ -127,7 +112,7 @@ async fn inspector_lists_and_calls_tools_over_http_with_a_bearer_token() {
     )
     .await
     .expect_code(0);
-    assert_eq!(listed.tool_names(), TOOLS, "{}", listed.describe());
+    assert_eq!(listed.tool_names(), TOOL_NAMES, "{}", listed.describe());
 
     // tools/call with --tool-arg key=value pairs.
     let added = inspect_http(
@@ -311,7 +296,7 @@ async fn inspector_over_stdio_passes_the_environment_with_e() {
     let listed = inspect(&stdio(&["--method", "tools/list"]))
         .await
         .expect_code(0);
-    assert_eq!(listed.tool_names(), TOOLS, "{}", listed.describe());
+    assert_eq!(listed.tool_names(), TOOL_NAMES, "{}", listed.describe());
 
     let added = inspect(&stdio(&[
         "--method",

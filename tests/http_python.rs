@@ -17,27 +17,12 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::python::{CallResult, PyClient, RawRun, Session, Transport, call};
-use support::{SqliteTestDb, TestDb, connect_stdio, create_token, start_http, todo_mcp};
+use support::{
+    READ_ONLY_TOOLS, SqliteTestDb, TOOL_NAMES, TestDb, connect_stdio, create_token, start_http,
+    todo_mcp,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOOL_NAMES: [&str; 11] = [
-    "add_task",
-    "append_message",
-    "archive_conversation",
-    "complete_task",
-    "delete_task",
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-    "set_conversation_summary",
-    "start_conversation",
-    "update_task",
-];
-const READ_ONLY_TOOLS: [&str; 3] = [
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-];
 const ACTIVITY: &str = "Tool activity";
 const READS: &str = "Tool activity: reads of the activity log";
 /// What `server/discover` negotiates with the SDK's auto mode (Streamable HTTP and stdio).

@@ -7,26 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 use support::mcp::result_text;
-use support::{StdioClient, TestDb, connect_stdio};
+use support::{READ_ONLY_TOOLS, StdioClient, TOOL_NAMES, TestDb, connect_stdio};
 
-const TOOL_NAMES: [&str; 11] = [
-    "add_task",
-    "append_message",
-    "archive_conversation",
-    "complete_task",
-    "delete_task",
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-    "set_conversation_summary",
-    "start_conversation",
-    "update_task",
-];
-const READ_ONLY_TOOLS: [&str; 3] = [
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-];
 const TASK_FIELDS: [&str; 7] = [
     "id",
     "title",

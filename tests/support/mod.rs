@@ -35,6 +35,28 @@ pub use mcp::{StdioClient, connect_stdio, expect_stdio_exit, spawn_stdio_raw, st
 pub use pg::PgTestDb;
 pub use sqlite::SqliteTestDb;
 
+/// Every tool the server has, sorted: the public contract tests check tools/list against.
+pub const TOOL_NAMES: [&str; 11] = [
+    "add_task",
+    "append_message",
+    "archive_conversation",
+    "complete_task",
+    "delete_task",
+    "get_conversation_history",
+    "list_conversations",
+    "list_tasks",
+    "set_conversation_summary",
+    "start_conversation",
+    "update_task",
+];
+
+/// The tools that only read (`readOnlyHint: true`).
+pub const READ_ONLY_TOOLS: [&str; 3] = [
+    "get_conversation_history",
+    "list_conversations",
+    "list_tasks",
+];
+
 /// Which storage backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
