@@ -12,7 +12,7 @@ pub const RESULT_RECORD_LIMIT: usize = 16 * 1024;
 
 /// How a call ended.
 pub enum Outcome<'a> {
-    Success(&'a Value),
+    Success(Value),
     Failure { kind: &'a str, message: &'a str },
 }
 
@@ -27,13 +27,13 @@ pub struct CallRecord<'a> {
 impl CallRecord<'_> {
     /// The JSON stored in `tool_calls`:
     /// `{tool, arguments, ok, result | error: {kind, message}, duration_ms}`.
-    pub fn to_json(&self) -> Value {
+    pub fn into_json(self) -> Value {
         let duration_ms = (self.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        match &self.outcome {
+        match self.outcome {
             Outcome::Success(result) => {
-                let size = serde_json::to_vec(result).map(|b| b.len()).unwrap_or(0);
+                let size = serialized_size(&result);
                 let result = if size <= RESULT_RECORD_LIMIT {
-                    (*result).clone()
+                    result
                 } else {
                     json!({ "omitted": true, "bytes": size })
                 };
@@ -63,16 +63,34 @@ impl CallRecord<'_> {
     }
 }
 
+/// The length of a value's JSON, counted without building the text.
+fn serialized_size(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a Value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 /// Writes the record into `conversation` (which must be the user's).
 pub async fn record(
     tx: &mut Tx,
     user: &UserId,
     conversation: uuid::Uuid,
-    call: &CallRecord<'_>,
+    call: CallRecord<'_>,
 ) -> Result<Message, StoreError> {
-    let mut tool_calls = call.to_json();
-    replace_nul(&mut tool_calls);
     let content = call.summary().replace('\0', NUL_STANDIN);
+    let mut tool_calls = call.into_json();
+    replace_nul(&mut tool_calls);
     insert_message(tx, user, conversation, "tool", &content, Some(tool_calls)).await
 }
 
@@ -108,6 +126,15 @@ mod tests {
         assert_eq!(
             value,
             json!({ "ti\u{FFFD}tle": ["a\u{FFFD}b", { "k": "\u{FFFD}" }], "n": 1 })
+        );
+    }
+
+    #[test]
+    fn size_is_the_length_of_the_json() {
+        let value = json!({ "task": { "title": "milk", "tags": [1, 2, "é"] } });
+        assert_eq!(
+            serialized_size(&value),
+            serde_json::to_vec(&value).unwrap().len()
         );
     }
 }

@@ -131,10 +131,10 @@ impl TodoServer {
             let record = CallRecord {
                 tool: &call.tool,
                 arguments: &call.arguments,
-                outcome: Outcome::Success(&json),
+                outcome: Outcome::Success(json),
                 duration: call.started.elapsed(),
             };
-            audit::record(&mut tx, &call.user, destination, &record).await
+            audit::record(&mut tx, &call.user, destination, record).await
         }
         .await;
         if let Err(error) = recorded {
@@ -156,7 +156,7 @@ impl TodoServer {
                 outcome: Outcome::Failure { kind, message },
                 duration: call.started.elapsed(),
             };
-            audit::record(&mut tx, &call.user, destination, &record).await?;
+            audit::record(&mut tx, &call.user, destination, record).await?;
             tx.commit().await?;
             Ok(())
         }

@@ -179,3 +179,23 @@ pub fn random_suffix() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     id[..12].to_string()
 }
+
+/// Creates `dir`'s parent and takes an exclusive lock on `<dir>.lock`, so that parallel test
+/// processes install into `dir` once; the lock is held until the returned file is dropped.
+pub fn lock_install_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let parent = dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("could not open {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("could not lock {}: {e}", lock_path.display()))?;
+    Ok(lock)
+}

@@ -121,21 +121,8 @@ fn find_or_install() -> Result<NodeTools, String> {
         ));
     }
     let dir = install_dir();
-    let parent = dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
-    let lock_path = dir.with_extension("lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("could not open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("could not lock {}: {e}", lock_path.display()))?;
-    // Held until this function returns: the lock is released when `lock` is dropped.
+    // Held until this function returns: the lock is released when it is dropped.
+    let _lock = super::lock_install_dir(&dir)?;
 
     match entry_points(&dir).and_then(verify) {
         Ok(tools) => return Ok(tools),

@@ -108,21 +108,8 @@ fn mcp_version(python: &Path) -> Result<String, String> {
 /// Creates (or reuses) the venv at `dir`, holding a file lock so that parallel test processes
 /// create it once.
 fn create_venv(dir: &Path) -> Result<PathBuf, String> {
-    let parent = dir
-        .parent()
-        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
-    let lock_path = parent.join("test-python.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("could not open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("could not lock {}: {e}", lock_path.display()))?;
-    // Held until this function returns: the lock is released when `lock` is dropped.
+    // Held until this function returns: the lock is released when it is dropped.
+    let _lock = super::lock_install_dir(dir)?;
 
     let python = dir.join("bin").join("python");
     if python.exists() {

@@ -171,15 +171,10 @@ fn router(
             .and_then(|parts| parts.extensions.get::<UserId>())
             .cloned()
     });
-    let tools_db = db.clone();
-    let tools_in_flight = in_flight.clone();
-    let new_server = move || {
-        Ok(TodoServer::new(
-            tools_db.clone(),
-            Identity::PerRequest(user_of_request.clone()),
-        )
-        .tracking_calls(tools_in_flight.clone()))
-    };
+    // Built once (its tool router holds every tool's schemas) and cloned per request.
+    let server = TodoServer::new(db.clone(), Identity::PerRequest(user_of_request))
+        .tracking_calls(in_flight.clone());
+    let new_server = move || Ok(server.clone());
     let config = StreamableHttpServerConfig::default()
         .with_json_response(false)
         // Host and Origin are checked by `guard` for every route, this one included.
