@@ -27,6 +27,7 @@ pub mod mcp;
 pub mod node;
 pub mod pg;
 pub mod python;
+pub mod reliability;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
