@@ -1,6 +1,6 @@
 //! Who is calling: the user named by a bearer credential, an API token or a JWT.
 
-use crate::db::Database;
+use crate::db::{Database, Scope};
 use crate::store::tokens::{self, TokenCheck};
 use crate::store::{StoreError, UserId, users};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
@@ -45,7 +45,7 @@ impl Authenticator {
     pub async fn authenticate(&self, db: &Database, credential: &str) -> Result<UserId, AuthError> {
         let credential = credential.trim();
         if tokens::looks_like_api_token(credential) {
-            let mut tx = db.begin().await.map_err(StoreError::from)?;
+            let mut tx = db.autocommit().await.map_err(StoreError::from)?;
             let checked = tokens::check(&mut tx, credential).await;
             tx.rollback().await.map_err(StoreError::from)?;
             return match checked? {
@@ -60,7 +60,10 @@ impl Authenticator {
         }
         let key = self.jwt_key.as_ref().ok_or(AuthError::JwtDisabled)?;
         let user = decode_jwt(key, credential)?;
-        let mut tx = db.begin().await.map_err(StoreError::from)?;
+        let mut tx = db
+            .begin(Scope::User(user.as_str()))
+            .await
+            .map_err(StoreError::from)?;
         users::ensure(&mut tx, &user).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(user)

@@ -4,8 +4,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use todo_mcp::auth::Authenticator;
-use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
-use todo_mcp::store::{StoreError, UserId, tokens, users};
+use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, Scope, migrations};
+use todo_mcp::store::{Quotas, StoreError, UserId, tokens, users};
 use todo_mcp::transport::http::{AuthMode, HttpOptions};
 
 /// Durable tasks and conversation history for AI agents, over MCP.
@@ -17,13 +17,50 @@ use todo_mcp::transport::http::{AuthMode, HttpOptions};
 #[derive(Parser)]
 #[command(name = "todo-mcp", version, about, long_about)]
 struct Cli {
-    /// postgres://…, postgresql://…, sqlite://PATH or a file path [default: the embedded SQLite file]
+    /// postgres://…, postgresql://…, sqlite://PATH or a file path [default: the embedded SQLite file].
+    /// PostgreSQL takes libpq's sslmode/sslrootcert, and pgbouncer=true for a transaction-mode
+    /// pooler (on by itself for Neon's `-pooler` hosts)
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 
     /// Most connections to PostgreSQL this process opens.
     #[arg(long, env = "TODO_MCP_POOL_SIZE", default_value_t = 10, global = true)]
     pool_size: u32,
+
+    /// Seconds a call waits for a free database connection before failing with
+    /// "storage unavailable, retry".
+    #[arg(
+        long,
+        env = "TODO_MCP_POOL_TIMEOUT",
+        default_value_t = 5.0,
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pool_timeout: f64,
+
+    /// Seconds PostgreSQL lets one statement run before cancelling it (the call then fails
+    /// with "storage too slow, retry later" and changes nothing).
+    #[arg(
+        long,
+        env = "TODO_MCP_STATEMENT_TIMEOUT",
+        default_value_t = 10.0,
+        global = true,
+        value_name = "SECONDS"
+    )]
+    statement_timeout: f64,
+
+    /// Quota: most tasks one user may have; add_task beyond it fails with quota_exceeded.
+    #[arg(long, env = "TODO_MCP_MAX_TASKS_PER_USER", default_value_t = Quotas::default().tasks_per_user, global = true, value_parser = clap::value_parser!(i32).range(1..))]
+    max_tasks_per_user: i32,
+
+    /// Quota: most messages append_message may add to one conversation (the server's own
+    /// call records don't count).
+    #[arg(long, env = "TODO_MCP_MAX_MESSAGES_PER_CONVERSATION", default_value_t = Quotas::default().messages_per_conversation, global = true, value_parser = clap::value_parser!(i32).range(1..))]
+    max_messages_per_conversation: i32,
+
+    /// Quota: most bytes (UTF-8) of one message's content.
+    #[arg(long, env = "TODO_MCP_MAX_MESSAGE_BYTES", default_value_t = Quotas::default().message_bytes, global = true)]
+    max_message_bytes: usize,
 
     /// Secret enabling HS256 JWTs as credentials (`sub` = user id, `exp` required).
     #[arg(
@@ -47,8 +84,9 @@ enum Command {
     /// stops the server at start. Without a token the server acts as the single local user
     /// `local`. Pending migrations are applied first unless --no-migrate.
     Stdio {
-        /// Do not apply pending migrations at start (fail instead if any are pending).
-        #[arg(long)]
+        /// Do not apply pending migrations at start (fail instead if any are pending): for a
+        /// server role without DDL rights, with migrations run by `todo-mcp migrate`.
+        #[arg(long, env = "TODO_MCP_NO_MIGRATE")]
         no_migrate: bool,
         /// Bearer credential naming the user.
         #[arg(
@@ -84,8 +122,9 @@ enum Command {
             value_delimiter = ','
         )]
         allowed_hosts: Vec<String>,
-        /// Do not apply pending migrations at start (fail instead if any are pending).
-        #[arg(long)]
+        /// Do not apply pending migrations at start (fail instead if any are pending): for a
+        /// server role without DDL rights, with migrations run by `todo-mcp migrate`.
+        #[arg(long, env = "TODO_MCP_NO_MIGRATE")]
         no_migrate: bool,
         /// Offer `Mcp-Session-Id` sessions to clients that want them (protocol versions
         /// before 2026-07-28). Their state is kept in the database, so any replica serves
@@ -181,9 +220,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(raw) => DatabaseUrl::parse(raw)?,
         None => DatabaseUrl::default_sqlite()?,
     };
+    let quotas = Quotas {
+        tasks_per_user: cli.max_tasks_per_user,
+        messages_per_conversation: cli.max_messages_per_conversation,
+        message_bytes: cli.max_message_bytes.max(1),
+    };
     let options = PoolOptions {
         max_connections: cli.pool_size.max(1),
-        ..PoolOptions::default()
+        acquire_timeout: seconds("--pool-timeout", cli.pool_timeout)?,
+        statement_timeout: seconds("--statement-timeout", cli.statement_timeout)?,
     };
     match cli.command {
         Command::Stdio { no_migrate, token } => {
@@ -202,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             tracing::info!(user = %user, "serving MCP on stdio");
-            todo_mcp::transport::stdio::serve(db, user).await
+            todo_mcp::transport::stdio::serve(db, user, quotas).await
         }
         Command::Http {
             listen,
@@ -223,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 auth,
                 allowed_hosts,
                 sessions,
+                quotas,
             };
             todo_mcp::transport::http::serve(db, url, options).await
         }
@@ -263,8 +309,15 @@ async fn prepare(
     Ok(Database::connect(url, options).await?)
 }
 
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        bail!("{flag} must be a number of seconds above 0 and at most 86400, not {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 async fn ensure_user(db: &Database, user: &UserId) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin(Scope::User(user.as_str())).await?;
     users::ensure(&mut tx, user).await?;
     tx.commit().await?;
     Ok(())
@@ -314,7 +367,6 @@ async fn revert(url: &DatabaseUrl) -> anyhow::Result<()> {
 }
 
 async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
     match action {
         TokenAction::Create {
             user,
@@ -322,6 +374,8 @@ async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
             expires_in,
         } => {
             let user = UserId::parse(&user)?;
+            // Issuing creates the user and their activity logs: user rows, so user scope.
+            let mut tx = db.begin(Scope::User(user.as_str())).await?;
             let expires_at =
                 expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
             let issued = tokens::create(&mut tx, &user, name.as_deref(), expires_at).await?;
@@ -331,6 +385,7 @@ async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
         }
         TokenAction::List { user } => {
             let user = UserId::parse(&user)?;
+            let mut tx = db.begin(Scope::System).await?;
             let list = tokens::list(&mut tx, &user).await?;
             tx.rollback().await?;
             for token in list {
@@ -340,6 +395,7 @@ async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
         TokenAction::Revoke { id } => {
             let id = uuid::Uuid::parse_str(id.trim())
                 .map_err(|_| StoreError::invalid("id", format!("`{id}` is not a token id")))?;
+            let mut tx = db.begin(Scope::System).await?;
             let revoked = tokens::revoke(&mut tx, id).await?;
             tx.commit().await?;
             eprintln!("token {} of user {} revoked", revoked.id, revoked.user_id);

@@ -733,6 +733,17 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits_0() {
 // Readiness
 // ---------------------------------------------------------------------------------------------
 
+/// The newest PostgreSQL migration's directory name (what `migrate down` reverts).
+fn latest_migration() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.pop().expect("at least one migration")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_pending_migration_and_healthz_stays_up() {
     let db = PgTestDb::new().await;
@@ -747,10 +758,8 @@ async fn readyz_reports_a_pending_migration_and_healthz_stays_up() {
     let down = todo_mcp(&["migrate", "down"], &[("DATABASE_URL", db.url())]);
     let stderr = String::from_utf8_lossy(&down.stderr).into_owned();
     assert!(down.status.success(), "migrate down failed\n{stderr}");
-    assert!(
-        stderr.contains("reverted 2026-11-24-000002_mcp_sessions"),
-        "{stderr}"
-    );
+    let latest = latest_migration();
+    assert!(stderr.contains(&format!("reverted {latest}")), "{stderr}");
     // `migrate status` names what is pending; /readyz must name the same.
     let status = todo_mcp(&["migrate", "status"], &[("DATABASE_URL", db.url())]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
@@ -758,7 +767,7 @@ async fn readyz_reports_a_pending_migration_and_healthz_stays_up() {
         .lines()
         .filter_map(|line| line.strip_prefix("pending\t"))
         .collect();
-    assert_eq!(pending, ["2026-11-24-000002_mcp_sessions"], "{status}");
+    assert_eq!(pending, [latest.as_str()], "{status}");
 
     let ready = get(&server, "/readyz").await;
     assert_eq!(

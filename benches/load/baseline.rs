@@ -4,10 +4,9 @@
 //!
 //! Each script reproduces, statement for statement, what the server sends PostgreSQL for
 //! the calls of the workload (see src/store/*.rs and the statement log): the bearer token
-//! lookup of HTTP requests, then the call's transaction with its audit record. It leaves
-//! out what the server adds beyond that SQL (the pool's `SELECT 1` check before each
-//! transaction, the token lookup's own BEGIN/ROLLBACK): that overhead is what the ratio
-//! exposes. The audit records it writes are copies of records the server run wrote.
+//! lookup of HTTP requests (one statement, outside a transaction), then the call's
+//! transaction (BEGIN with its `SET LOCAL`s in one query, the tool's statements, the audit
+//! record, COMMIT). The audit records it writes are copies of records the server run wrote.
 
 use crate::database::connect_pg;
 use crate::options::{Mix, SingleTool};
@@ -301,6 +300,10 @@ async fn sample_records(
 
 // Per-client values, computed in SQL from pgbench's :client_id.
 const USER_ID: &str = "('pgb-' || :client_id)";
+/// The server's one-round-trip BEGIN (see `db::pg::begin_sql`): `\;` makes pgbench send
+/// the three statements as one query, as the server does.
+const BEGIN: &str = "BEGIN\\; SET LOCAL statement_timeout = 10000\\; \
+                     SELECT set_config('todo.user_id', ('pgb-' || :client_id), true);\n";
 const ACTIVITY_ID: &str = "('00000000-0000-8000-8000-' || lpad(:client_id::text, 12, '0'))::uuid";
 const CONVERSATION_ID: &str =
     "('00000000-0000-4000-9000-' || lpad(:client_id::text, 12, '0'))::uuid";
@@ -401,11 +404,12 @@ impl ScriptBuilder {
             (String::new(), ACTIVITY_ID, ";")
         };
         format!(
-            "{token}BEGIN;\n{check}\
+            "{token}{BEGIN}{check}\
              INSERT INTO tasks (id, user_id, title, description, completed, idempotency_key, created_at, updated_at) \
              VALUES ({TIME_ORDERED_UUID}, {USER_ID}, 'Task of pgbench: buy oat milk and call the plumber', NULL, false, \
              gen_random_uuid()::text, now(), now()) \
              ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {TASK_COLUMNS}{capture}\n\
+             UPDATE users SET task_count = task_count + 1 WHERE id = {USER_ID} RETURNING task_count;\n\
              {audit}COMMIT;\n",
             token = self.token(),
             audit = self.audit(destination, record),
@@ -414,7 +418,7 @@ impl ScriptBuilder {
 
     fn complete_task(&self, record: &Record) -> String {
         format!(
-            "{token}BEGIN;\n{check}\
+            "{token}{BEGIN}{check}\
              UPDATE tasks SET completed = true, completed_at = now(), updated_at = now() \
              WHERE id = :added_id AND user_id = {USER_ID} AND completed = false RETURNING {TASK_COLUMNS};\n\
              {audit}COMMIT;\n",
@@ -426,7 +430,7 @@ impl ScriptBuilder {
 
     fn list_tasks(&self, record: &Record) -> String {
         format!(
-            "{token}BEGIN;\n{check}\
+            "{token}{BEGIN}{check}\
              SELECT {TASK_COLUMNS} FROM tasks WHERE user_id = {USER_ID} AND completed = false \
              ORDER BY id DESC LIMIT 51;\n{audit}COMMIT;\n",
             token = self.token(),
@@ -437,7 +441,7 @@ impl ScriptBuilder {
 
     fn history(&self, record: &Record) -> String {
         format!(
-            "{token}BEGIN;\n{check}\
+            "{token}{BEGIN}{check}\
              SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = {CONVERSATION_ID} \
              AND user_id = {USER_ID} ORDER BY id DESC LIMIT 51;\n{audit}COMMIT;\n",
             token = self.token(),
@@ -449,9 +453,9 @@ impl ScriptBuilder {
     /// append_message of a `role` message with the content of `message`.
     fn append(&self, role: &str, message: &Record, record: &Record) -> String {
         format!(
-            "{token}BEGIN;\n\
-             UPDATE conversations SET updated_at = now() WHERE id = {CONVERSATION_ID} \
-             AND user_id = {USER_ID} RETURNING status;\n\
+            "{token}{BEGIN}\
+             UPDATE conversations SET updated_at = now(), message_count = message_count + 1 \
+             WHERE id = {CONVERSATION_ID} AND user_id = {USER_ID} RETURNING status, message_count;\n\
              INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, created_at) \
              VALUES ({CONVERSATION_ID}, {USER_ID}, '{role}', {content}, NULL, now()) RETURNING {MESSAGE_COLUMNS};\n\
              {audit}COMMIT;\n",

@@ -1,15 +1,20 @@
 //! Embedded migrations, one directory per backend with matching versions.
 //!
-//! Every operation holds a lock across processes for its whole run, so replicas starting
-//! together apply each migration once: a PostgreSQL session advisory lock, or an exclusive
-//! lock on a file beside the SQLite database. Each migration runs in its own transaction
-//! (both backends have transactional DDL), so a failing one leaves the schema as it was.
+//! Every change holds a lock across processes for its whole run, so replicas starting
+//! together apply each migration once: on PostgreSQL a transaction-level advisory lock,
+//! with the whole run in that one transaction (a failing migration leaves the schema as it
+//! was before the run); on SQLite an exclusive lock on a file beside the database, each
+//! migration in its own transaction. Both backends have transactional DDL.
 
 use super::{DatabaseUrl, DbError, pg, sqlite};
+use diesel::QueryableByName;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite;
-use diesel_async::{AsyncMigrationHarness, RunQueryDsl};
+use diesel_async::{
+    AnsiTransactionManager, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    TransactionManager,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::fs::File;
 
@@ -103,17 +108,30 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
                 .establish()
                 .await
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;
-            // Session-level: held until unlocked or the connection closes, whatever happens.
-            diesel::sql_query(format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
+            if let Operation::Status = operation {
+                return pg_applied_versions(&mut conn).await;
+            }
+            // One transaction for the whole run, holding a transaction-level lock: it is
+            // released however the run ends, and works behind a transaction-mode pooler
+            // (a session lock could be taken on one server connection and released on
+            // another). Each migration runs in a savepoint inside it.
+            AnsiTransactionManager::begin_transaction(&mut conn).await?;
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
                 .execute(&mut conn)
                 .await?;
             let mut harness = AsyncMigrationHarness::new(conn);
             let outcome = apply(&mut harness, POSTGRES, operation);
             let mut conn = harness.into_inner();
-            diesel::sql_query(format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"))
-                .execute(&mut conn)
-                .await?;
-            outcome
+            match outcome {
+                Ok(versions) => {
+                    AnsiTransactionManager::commit_transaction(&mut conn).await?;
+                    Ok(versions)
+                }
+                Err(error) => {
+                    AnsiTransactionManager::rollback_transaction(&mut conn).await?;
+                    Err(error)
+                }
+            }
         }
         DatabaseUrl::Sqlite(path) => {
             let conn = sqlite::establish(path).await?;
@@ -133,6 +151,34 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
             outcome
         }
     }
+}
+
+/// Applied versions, read without the harness: it would first try to create its table,
+/// which a role without CREATE on the schema (a least-privilege server role) may not do.
+async fn pg_applied_versions(conn: &mut AsyncPgConnection) -> Result<Vec<String>, DbError> {
+    #[derive(QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    #[derive(QueryableByName)]
+    struct Present {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        present: bool,
+    }
+    let table: Present = diesel::sql_query(
+        "SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS present",
+    )
+    .get_result(conn)
+    .await?;
+    if !table.present {
+        return Ok(Vec::new());
+    }
+    let applied: Vec<Applied> =
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+            .load(conn)
+            .await?;
+    Ok(applied.into_iter().map(|a| a.version).collect())
 }
 
 fn apply<DB, H>(

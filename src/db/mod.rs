@@ -13,7 +13,9 @@ mod url;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::bb8::PooledConnection;
-use diesel_async::{AsyncConnection, AsyncPgConnection, TransactionManager};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, TransactionManager,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +25,26 @@ pub use url::DatabaseUrl;
 /// Errors from the database layer, classified by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The database cannot be reached or the connection broke: retrying later may work.
+    /// No connection could be had (the database is down, or the pool stayed exhausted):
+    /// retrying later may work.
     #[error("storage unavailable, retry: {0}")]
     Unavailable(String),
+    /// The connection broke before the transaction committed, so nothing of it was
+    /// saved: the whole transaction can safely run again on another connection.
+    #[error("storage connection lost, retry: {0}")]
+    ConnectionLost(String),
+    /// The connection broke while committing: the transaction may or may not be saved.
+    #[error(
+        "storage connection lost while committing, so the change may or may not have been saved \
+         (read it back, or retry with the same idempotency_key): {0}"
+    )]
+    CommitOutcomeUnknown(String),
     /// The transaction lost a race (serialization failure, deadlock, SQLite busy).
     #[error("storage busy, retry: {0}")]
     Contention(String),
+    /// A statement ran past the statement timeout and was cancelled.
+    #[error("storage too slow, retry later: {0}")]
+    Timeout(String),
     #[error("database error: {0}")]
     Query(DieselError),
     #[error("invalid database URL: {0}")]
@@ -37,22 +53,39 @@ pub enum DbError {
     Migration(String),
 }
 
+impl DbError {
+    /// Whether running the whole transaction again may succeed, and is safe because
+    /// nothing of the failed attempt was committed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DbError::ConnectionLost(_) | DbError::Contention(_))
+    }
+}
+
 impl From<DieselError> for DbError {
     fn from(error: DieselError) -> Self {
+        use DatabaseErrorKind as Kind;
         match &error {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                DbError::Unavailable(info.message().to_owned())
-            }
-            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+            DieselError::DatabaseError(
+                Kind::ClosedConnection | Kind::UnableToSendCommand,
+                info,
+            ) => DbError::ConnectionLost(info.message().to_owned()),
+            DieselError::DatabaseError(Kind::SerializationFailure, info) => {
                 DbError::Contention(info.message().to_owned())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if is_contention_message(info.message()) =>
-            {
-                DbError::Contention(info.message().to_owned())
+            DieselError::DatabaseError(Kind::Unknown, info) => {
+                let message = info.message();
+                if is_contention_message(message) {
+                    DbError::Contention(message.to_owned())
+                } else if is_connection_loss_message(message) {
+                    DbError::ConnectionLost(message.to_owned())
+                } else if message.contains("statement timeout") {
+                    DbError::Timeout(message.to_owned())
+                } else {
+                    DbError::Query(error)
+                }
             }
             DieselError::BrokenTransactionManager => {
-                DbError::Unavailable("the connection's transaction state was lost".into())
+                DbError::ConnectionLost("the connection's transaction state was lost".into())
             }
             _ => DbError::Query(error),
         }
@@ -64,6 +97,15 @@ fn is_contention_message(message: &str) -> bool {
     message.contains("database is locked")
         || message.contains("database table is locked")
         || message.contains("deadlock detected")
+        || message.contains("could not serialize access")
+}
+
+/// PostgreSQL's FATAL errors for a backend that is going away (`pg_terminate_backend`,
+/// a shutdown, a crash of another backend), which diesel reports as unknown errors.
+fn is_connection_loss_message(message: &str) -> bool {
+    message.contains("terminating connection")
+        || message.contains("server closed the connection")
+        || message.contains("connection closed")
 }
 
 /// Pool settings shared by both backends.
@@ -72,6 +114,8 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a caller waits for a connection before getting "storage unavailable".
     pub acquire_timeout: Duration,
+    /// PostgreSQL cancels a statement running longer than this ("storage busy").
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -79,6 +123,7 @@ impl Default for PoolOptions {
         PoolOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -88,6 +133,8 @@ impl Default for PoolOptions {
 pub struct Database {
     pool: Pool,
     connect_errors: ConnectErrors,
+    statement_timeout: Duration,
+    behind_pooler: bool,
 }
 
 #[derive(Clone)]
@@ -131,8 +178,13 @@ impl Database {
     /// is down; the first query then reports "storage unavailable".
     pub async fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, DbError> {
         let connect_errors = ConnectErrors::default();
+        let mut behind_pooler = false;
         let pool = match url {
-            DatabaseUrl::Postgres(url) => Pool::Postgres(pg::pool(url, options, &connect_errors)?),
+            DatabaseUrl::Postgres(url) => {
+                let connector = pg::Connector::new(url)?;
+                behind_pooler = connector.behind_pooler();
+                Pool::Postgres(pg::pool(connector, options, &connect_errors))
+            }
             DatabaseUrl::Sqlite(path) => {
                 Pool::Sqlite(sqlite::pool(path, options, &connect_errors).await?)
             }
@@ -140,6 +192,8 @@ impl Database {
         Ok(Database {
             pool,
             connect_errors,
+            statement_timeout: options.statement_timeout,
+            behind_pooler,
         })
     }
 
@@ -160,11 +214,43 @@ impl Database {
         }
     }
 
-    /// Starts a transaction on a pooled connection. SQLite's begins `IMMEDIATE`, taking the
-    /// write lock up front, so concurrent writers wait on the busy timeout instead of
-    /// failing when a read transaction tries to upgrade.
-    pub async fn begin(&self) -> Result<Tx, DbError> {
-        let mut conn = match &self.pool {
+    /// Starts a transaction on a pooled connection, scoped to `scope`.
+    ///
+    /// On PostgreSQL one round trip sends `BEGIN` with the transaction's settings: the
+    /// statement timeout and the user that row-level security confines it to. SQLite's
+    /// begins `IMMEDIATE`, taking the write lock up front, so concurrent writers wait on
+    /// the busy timeout instead of failing when a read transaction tries to upgrade.
+    pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
+        let mut conn = self.checkout().await?;
+        match &mut conn {
+            Conn::Postgres(c) => {
+                let sql = pg::begin_sql(scope, self.statement_timeout);
+                AnsiTransactionManager::begin_transaction_sql(&mut **c, &sql).await?
+            }
+            Conn::Sqlite(c) => sqlite::begin_immediate(c).await?,
+        }
+        Ok(Tx {
+            conn,
+            in_transaction: true,
+        })
+    }
+
+    /// A connection for one unscoped read outside any transaction (each statement commits
+    /// by itself), which saves the BEGIN and ROLLBACK round trips: for lookups such as a
+    /// token check. Behind a transaction-mode pooler it is a real transaction, since only
+    /// a transaction keeps a statement's parse and execution on one server connection.
+    pub async fn autocommit(&self) -> Result<Tx, DbError> {
+        if self.behind_pooler {
+            return self.begin(Scope::System).await;
+        }
+        Ok(Tx {
+            conn: self.checkout().await?,
+            in_transaction: false,
+        })
+    }
+
+    async fn checkout(&self) -> Result<Conn, DbError> {
+        let conn = match &self.pool {
             Pool::Postgres(pool) => {
                 Conn::Postgres(pool.get_owned().await.map_err(|e| self.acquire_failed(e))?)
             }
@@ -173,23 +259,25 @@ impl Database {
             }
         };
         self.connect_errors.clear();
-        match &mut conn {
-            Conn::Postgres(c) => {
-                <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(
-                    &mut **c,
-                )
-                .await?
-            }
-            Conn::Sqlite(c) => sqlite::begin_immediate(c).await?,
-        }
-        Ok(Tx { conn })
+        Ok(conn)
     }
 
     /// Checks that a connection can be had and answers a trivial query.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let tx = self.begin().await?;
+        let tx = self.begin(Scope::System).await?;
         tx.rollback().await
     }
+}
+
+/// Whose rows a transaction may see and change. On PostgreSQL, row-level security on
+/// every user table enforces it, beneath the `user_id` filter each query has anyway.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// One user's rows (every tool call).
+    User(&'a str),
+    /// No user: only the tables without user rows (tokens, sessions, users, migrations)
+    /// are visible; user tables read as empty.
+    System,
 }
 
 /// A pooled connection of either backend. (Not boxed: one lives per call, on the stack
@@ -204,28 +292,42 @@ pub enum Conn {
 /// dropped (a cancelled call) leaves its connection marked broken, and the pool discards it.
 pub struct Tx {
     pub conn: Conn,
+    /// False for [`Database::autocommit`]: nothing to commit or roll back.
+    in_transaction: bool,
 }
 
 impl Tx {
+    /// Commits. A connection lost during COMMIT is reported as
+    /// [`DbError::CommitOutcomeUnknown`], never as retryable: the server may have
+    /// committed before the connection broke.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        match &mut self.conn {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        let committed: Result<(), DieselError> = match &mut self.conn {
             Conn::Postgres(c) => {
                 <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,
                 )
-                .await?
+                .await
             }
             Conn::Sqlite(c) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,
                 )
-                .await?
+                .await
             }
-        }
-        Ok(())
+        };
+        committed.map_err(|error| match DbError::from(error) {
+            DbError::ConnectionLost(message) => DbError::CommitOutcomeUnknown(message),
+            other => other,
+        })
     }
 
     pub async fn rollback(mut self) -> Result<(), DbError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
         match &mut self.conn {
             Conn::Postgres(c) => {
                 <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(

@@ -3,7 +3,7 @@
 //! Each user also has two activity-log conversations (see [`ActivityLog`]) that hold the
 //! records of tool calls not tied to a conversation of the caller's choosing.
 
-use super::{StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
@@ -29,6 +29,7 @@ struct ConversationRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     archived_at: Option<DateTime<Utc>>,
+    _message_count: i32,
 }
 
 /// A conversation as tools return it.
@@ -280,6 +281,7 @@ pub async fn append_message(
     conversation: uuid::Uuid,
     role: Role,
     content: &str,
+    quotas: &Quotas,
 ) -> Result<Message, StoreError> {
     if content.contains('\0') {
         return Err(StoreError::invalid("content", "must not contain NUL bytes"));
@@ -297,7 +299,21 @@ pub async fn append_message(
     if content.trim().is_empty() {
         return Err(StoreError::invalid("content", "must not be empty"));
     }
-    let status = touch(tx, user, conversation).await?;
+    if content.len() > quotas.message_bytes {
+        return Err(StoreError::QuotaExceeded(format!(
+            "the message is {} bytes; this server takes at most {} bytes per message",
+            content.len(),
+            quotas.message_bytes
+        )));
+    }
+    let (status, appended) = count_append(tx, user, conversation).await?;
+    if appended > quotas.messages_per_conversation {
+        return Err(StoreError::QuotaExceeded(format!(
+            "conversation {conversation} already holds {} messages, the most this server \
+             keeps in one conversation: summarize it and start a new one",
+            quotas.messages_per_conversation
+        )));
+    }
     if status == ARCHIVED {
         return Err(StoreError::Conflict(format!(
             "conversation {conversation} is archived: start a new one to continue"
@@ -306,23 +322,31 @@ pub async fn append_message(
     insert_message(tx, user, conversation, role.as_str(), content, None).await
 }
 
-/// Bumps `updated_at` (locking the row) and returns the conversation's status.
-async fn touch(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<String, StoreError> {
+/// Counts one more appended message and bumps `updated_at`, locking the row (a quota
+/// overrun is undone with the caller's rollback); returns the status and the new count.
+async fn count_append(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+) -> Result<(String, i32), StoreError> {
     let at = now();
-    let status: Option<String> = on_backend!(tx, |conn| {
+    let counted: Option<(String, i32)> = on_backend!(tx, |conn| {
         use schema::conversations::dsl as c;
         diesel::update(
             c::conversations
                 .filter(c::id.eq(DbUuid(id)))
                 .filter(c::user_id.eq(user.as_str())),
         )
-        .set(c::updated_at.eq(at))
-        .returning(c::status)
+        .set((
+            c::updated_at.eq(at),
+            c::message_count.eq(c::message_count + 1),
+        ))
+        .returning((c::status, c::message_count))
         .get_result(conn)
         .await
         .optional()?
     });
-    status.ok_or_else(|| StoreError::not_found("conversation", id))
+    counted.ok_or_else(|| StoreError::not_found("conversation", id))
 }
 
 /// Inserts a message row; callers have checked that the conversation is the user's

@@ -29,6 +29,27 @@ pub mod limits {
     pub const PAGE_DEFAULT: i64 = 50;
 }
 
+/// Per-user and per-conversation ceilings an operator sets (`todo-mcp --help`). Past one,
+/// the call fails with `quota_exceeded` and writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub tasks_per_user: i32,
+    /// Messages appended with append_message; the server's own call records don't count.
+    pub messages_per_conversation: i32,
+    /// UTF-8 bytes of one message's content.
+    pub message_bytes: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            tasks_per_user: 10_000,
+            messages_per_conversation: 100_000,
+            message_bytes: 256 * 1024,
+        }
+    }
+}
+
 /// The user every query is scoped to. It comes from the caller's credential, never from
 /// a tool argument.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,6 +101,8 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -105,10 +128,22 @@ impl StoreError {
             StoreError::Invalid { .. } => "invalid_argument",
             StoreError::NotFound { .. } => "not_found",
             StoreError::Conflict(_) => "conflict",
-            StoreError::Db(DbError::Unavailable(_)) => "unavailable",
-            StoreError::Db(DbError::Contention(_)) => "busy",
+            StoreError::QuotaExceeded(_) => "quota_exceeded",
+            StoreError::Db(
+                DbError::Unavailable(_)
+                | DbError::ConnectionLost(_)
+                | DbError::CommitOutcomeUnknown(_),
+            ) => "unavailable",
+            StoreError::Db(DbError::Contention(_) | DbError::Timeout(_)) => "busy",
             StoreError::Db(_) => "internal",
         }
+    }
+}
+
+impl StoreError {
+    /// See [`DbError::is_retryable`]: only database failures that saved nothing.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Db(error) if error.is_retryable())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Tasks: a user's to-do items.
 
-use super::{StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
 use crate::db::sql::{coalesce, lower};
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
@@ -66,6 +66,7 @@ pub enum StatusFilter {
     Completed,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct NewTask<'a> {
     pub title: &'a str,
     pub description: Option<&'a str>,
@@ -74,7 +75,12 @@ pub struct NewTask<'a> {
 
 /// Adds a task. With an idempotency key already used by this user, creates nothing and
 /// returns the task that key created first.
-pub async fn add(tx: &mut Tx, user: &UserId, new: NewTask<'_>) -> Result<Task, StoreError> {
+pub async fn add(
+    tx: &mut Tx,
+    user: &UserId,
+    new: NewTask<'_>,
+    quotas: &Quotas,
+) -> Result<Task, StoreError> {
     let title = check_text("title", new.title, limits::TITLE, true)?;
     let description = new
         .description
@@ -108,6 +114,14 @@ pub async fn add(tx: &mut Tx, user: &UserId, new: NewTask<'_>) -> Result<Task, S
             .optional()?
     });
     if let Some(row) = inserted {
+        let count = change_task_count(tx, user, 1).await?;
+        if count > quotas.tasks_per_user {
+            return Err(StoreError::QuotaExceeded(format!(
+                "you already have {} tasks, the most this server keeps per user: delete \
+                 some first",
+                quotas.tasks_per_user
+            )));
+        }
         return Ok(row.into());
     }
     // The key was used before: return what it created.
@@ -126,6 +140,7 @@ pub async fn add(tx: &mut Tx, user: &UserId, new: NewTask<'_>) -> Result<Task, S
         .ok_or_else(|| StoreError::Conflict("the task for this idempotency_key was deleted".into()))
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct ListQuery<'a> {
     pub status: StatusFilter,
     pub query: Option<&'a str>,
@@ -222,7 +237,7 @@ pub async fn complete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task
 }
 
 /// The changes `update` makes; `None` leaves a field as it is.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TaskChanges<'a> {
     pub title: Option<&'a str>,
     /// An empty description clears it.
@@ -343,7 +358,23 @@ pub async fn delete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<(), St
     if deleted == 0 {
         return Err(StoreError::not_found("task", id));
     }
+    change_task_count(tx, user, -1).await?;
     Ok(())
+}
+
+/// Adjusts the user's task count (locking their row, so concurrent adds count one at a
+/// time) and returns the new count.
+async fn change_task_count(tx: &mut Tx, user: &UserId, by: i32) -> Result<i32, StoreError> {
+    let count: Option<i32> = on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        diesel::update(u::users.filter(u::id.eq(user.as_str())))
+            .set(u::task_count.eq(u::task_count + by))
+            .returning(u::task_count)
+            .get_result(conn)
+            .await
+            .optional()?
+    });
+    count.ok_or_else(|| StoreError::not_found("user", user))
 }
 
 pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {

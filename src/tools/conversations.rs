@@ -1,6 +1,6 @@
 //! Conversation tools.
 
-use super::{Call, Checked, TodoServer, ToolError};
+use super::{Call, Checked, TodoServer, ToolError, transact};
 use crate::store::conversations::{self, Conversation, Message, Role};
 use crate::store::parse_uuid;
 use rmcp::handler::server::tool::Extension;
@@ -121,10 +121,10 @@ impl TodoServer {
         Extension(call): Extension<Arc<Call>>,
         Parameters(Checked(args)): Parameters<Checked<StartConversationArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::start(&mut tx, &call.user, args.title.as_deref()).await;
-        let result = result.map(|conversation| ConversationResult { conversation });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let conversation = conversations::start(tx, &call.user, args.title.as_deref()).await?;
+            Ok(ConversationResult { conversation })
+        })
     }
 
     #[tool(
@@ -142,20 +142,20 @@ impl TodoServer {
         Extension(call): Extension<Arc<Call>>,
         Parameters(Checked(args)): Parameters<Checked<ListConversationsArgs>>,
     ) -> Result<Json<ConversationList>, ToolError> {
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::list(
-            &mut tx,
-            &call.user,
-            args.include_archived.unwrap_or(false),
-            args.limit,
-            args.cursor.as_deref(),
-        )
-        .await;
-        let result = result.map(|(conversations, next_cursor)| ConversationList {
-            conversations,
-            next_cursor,
-        });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let (conversations, next_cursor) = conversations::list(
+                tx,
+                &call.user,
+                args.include_archived.unwrap_or(false),
+                args.limit,
+                args.cursor.as_deref(),
+            )
+            .await?;
+            Ok(ConversationList {
+                conversations,
+                next_cursor,
+            })
+        })
     }
 
     #[tool(
@@ -174,22 +174,18 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<AppendMessageArgs>>,
     ) -> Result<Json<MessageResult>, ToolError> {
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::append_message(
-            &mut tx,
-            &call.user,
-            conversation_id,
-            args.role,
-            &args.content,
-        )
-        .await;
-        self.close(
-            tx,
-            &call,
-            audit,
-            result.map(|message| MessageResult { message }),
-        )
-        .await
+        transact!(self, call, |tx| {
+            let message = conversations::append_message(
+                tx,
+                &call.user,
+                conversation_id,
+                args.role,
+                &args.content,
+                &self.quotas,
+            )
+            .await?;
+            Ok(MessageResult { message })
+        })
     }
 
     #[tool(
@@ -208,22 +204,17 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<HistoryArgs>>,
     ) -> Result<Json<HistoryResult>, ToolError> {
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::history(
-            &mut tx,
-            &call.user,
-            conversation_id,
-            args.limit,
-            args.before,
-        )
-        .await;
-        let result = result.map(|history| HistoryResult {
-            summary: history.conversation.summary.clone(),
-            conversation: history.conversation,
-            messages: history.messages,
-            next_cursor: history.next_cursor,
-        });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let history =
+                conversations::history(tx, &call.user, conversation_id, args.limit, args.before)
+                    .await?;
+            Ok(HistoryResult {
+                summary: history.conversation.summary.clone(),
+                conversation: history.conversation,
+                messages: history.messages,
+                next_cursor: history.next_cursor,
+            })
+        })
     }
 
     #[tool(
@@ -242,17 +233,17 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<SetSummaryArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::set_summary(
-            &mut tx,
-            &call.user,
-            conversation_id,
-            &args.summary,
-            args.through_message_id,
-        )
-        .await;
-        let result = result.map(|conversation| ConversationResult { conversation });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let conversation = conversations::set_summary(
+                tx,
+                &call.user,
+                conversation_id,
+                &args.summary,
+                args.through_message_id,
+            )
+            .await?;
+            Ok(ConversationResult { conversation })
+        })
     }
 
     #[tool(
@@ -271,9 +262,9 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<ConversationIdArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = conversations::archive(&mut tx, &call.user, conversation_id).await;
-        let result = result.map(|conversation| ConversationResult { conversation });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let conversation = conversations::archive(tx, &call.user, conversation_id).await?;
+            Ok(ConversationResult { conversation })
+        })
     }
 }

@@ -8,10 +8,10 @@
 pub mod conversations;
 pub mod tasks;
 
-use crate::db::{Database, DbError, Tx};
+use crate::db::{Database, DbError, Scope, Tx};
 use crate::store::audit::{self, CallRecord, Outcome};
 use crate::store::conversations::{self as conversation_store, ActivityLog};
-use crate::store::{StoreError, UserId, parse_uuid};
+use crate::store::{Quotas, StoreError, UserId, parse_uuid};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
@@ -19,7 +19,7 @@ use rmcp::model::{
     Implementation, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool_handler};
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
 use schemars::JsonSchema;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -66,18 +66,28 @@ pub struct Call {
 pub struct TodoServer {
     db: Database,
     identity: Identity,
+    quotas: Quotas,
     tool_router: ToolRouter<Self>,
     /// Counts the calls under way, so a shutdown can wait for them.
     in_flight: Option<TaskTracker>,
 }
 
 impl TodoServer {
-    pub fn new(db: Database, identity: Identity) -> Self {
+    pub fn new(db: Database, identity: Identity, quotas: Quotas) -> Self {
         TodoServer {
             db,
             identity,
+            quotas,
             tool_router: Self::task_tools() + Self::conversation_tools(),
             in_flight: None,
+        }
+    }
+
+    /// The same server for a session whose user is known from its start.
+    pub fn for_user(&self, user: UserId) -> Self {
+        TodoServer {
+            identity: Identity::Fixed(user),
+            ..self.clone()
         }
     }
 
@@ -96,59 +106,72 @@ impl TodoServer {
         }
     }
 
-    /// Begins the call's transaction and settles where its record goes, checking first
-    /// that a `conversation_id` it records into is the caller's.
-    async fn open(&self, call: &Call) -> Result<(Tx, uuid::Uuid), ToolError> {
-        let mut tx = self.db.begin().await.map_err(StoreError::from)?;
+    /// Begins an attempt at the call's transaction and settles where its record goes.
+    async fn begin_call(&self, call: &Call) -> Result<(Tx, uuid::Uuid), StoreError> {
+        let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
         match record_destination(&mut tx, call, true).await {
             Ok(destination) => Ok((tx, destination)),
             Err(error) => {
                 rollback(tx).await;
-                Err(error.into())
+                Err(error)
             }
         }
     }
 
-    /// Ends the call: on success writes its record in the same transaction and commits;
-    /// on failure rolls back (the failure is recorded by `call_tool` afterwards).
-    async fn close<T: Serialize>(
+    /// Ends an attempt: on success writes the call's record in the same transaction and
+    /// commits; on failure rolls back (`call_tool` records the failure afterwards).
+    async fn finish_call<T: Serialize>(
         &self,
         mut tx: Tx,
         call: &Call,
         destination: uuid::Uuid,
         result: Result<T, StoreError>,
-    ) -> Result<Json<T>, ToolError> {
-        let value = match result {
-            Ok(value) => value,
+    ) -> Result<T, StoreError> {
+        let recorded = match result {
+            Ok(value) => {
+                async {
+                    let json = serde_json::to_value(&value).map_err(|e| {
+                        StoreError::Conflict(format!("cannot encode the result: {e}"))
+                    })?;
+                    let record = CallRecord {
+                        tool: &call.tool,
+                        arguments: &call.arguments,
+                        outcome: Outcome::Success(json),
+                        duration: call.started.elapsed(),
+                    };
+                    audit::record(&mut tx, &call.user, destination, record).await?;
+                    Ok(value)
+                }
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        match recorded {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
             Err(error) => {
                 rollback(tx).await;
-                return Err(error.into());
+                Err(error)
             }
-        };
-        let recorded = async {
-            let json = serde_json::to_value(&value)
-                .map_err(|e| StoreError::Conflict(format!("cannot encode the result: {e}")))?;
-            let record = CallRecord {
-                tool: &call.tool,
-                arguments: &call.arguments,
-                outcome: Outcome::Success(json),
-                duration: call.started.elapsed(),
-            };
-            audit::record(&mut tx, &call.user, destination, record).await
         }
-        .await;
-        if let Err(error) = recorded {
-            rollback(tx).await;
-            return Err(error.into());
+    }
+
+    /// Whether to run a failed attempt again, after a pause if so.
+    async fn retry_after(&self, call: &Call, attempt: u32, error: &StoreError) -> bool {
+        if !error.is_retryable() || attempt >= ATTEMPTS {
+            return false;
         }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(Json(value))
+        tracing::info!(tool = %call.tool, user = %call.user, attempt, %error, "retrying the call's transaction");
+        tokio::time::sleep(backoff(attempt)).await;
+        true
     }
 
     /// Records a failed call, in a transaction of its own (the call's was rolled back).
     async fn record_failure(&self, call: &Call, kind: &str, message: &str) {
         let result: Result<(), StoreError> = async {
-            let mut tx = self.db.begin().await?;
+            let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
             let destination = record_destination(&mut tx, call, false).await?;
             let record = CallRecord {
                 tool: &call.tool,
@@ -165,6 +188,57 @@ impl TodoServer {
             tracing::warn!(tool = %call.tool, user = %call.user, %error, "could not record a failed call");
         }
     }
+}
+
+/// Runs one tool call's transaction: `$body`, a block using `$tx: &mut Tx` and evaluating
+/// to `Result<T, StoreError>`, between [`TodoServer::begin_call`] and
+/// [`TodoServer::finish_call`]. An attempt that failed without committing anything (a
+/// deadlock, a serialization failure, a connection lost before COMMIT) runs again, up to
+/// [`ATTEMPTS`] in all. (A macro, not a method taking an async closure: the closure's
+/// borrowed future could not be proven `Send` for every lifetime, which rmcp requires.)
+macro_rules! transact {
+    ($server:expr, $call:expr, |$tx:ident| $body:block) => {{
+        let server: &$crate::tools::TodoServer = $server;
+        let call: &$crate::tools::Call = &$call;
+        let mut attempt = 1;
+        loop {
+            let outcome = match server.begin_call(call).await {
+                Ok((mut tx, destination)) => {
+                    let result: Result<_, $crate::store::StoreError> = async {
+                        let $tx = &mut tx;
+                        $body
+                    }
+                    .await;
+                    server.finish_call(tx, call, destination, result).await
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(error) if server.retry_after(call, attempt, &error).await => attempt += 1,
+                outcome => {
+                    break outcome
+                        .map(rmcp::Json)
+                        .map_err($crate::tools::ToolError::from);
+                }
+            }
+        }
+    }};
+}
+use transact;
+
+/// How many times a call's transaction runs at most when it keeps failing retryably.
+const ATTEMPTS: u32 = 3;
+
+/// The pause before attempt `attempt + 1`: growing, and jittered so that the
+/// transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.subsec_nanos())
+            % 10,
+    );
+    std::time::Duration::from_millis(u64::from(attempt) * 10 + jitter)
 }
 
 /// Tools whose `conversation_id` argument names the conversation their record goes to.
@@ -329,6 +403,7 @@ impl ToolError {
         "invalid_argument",
         "not_found",
         "conflict",
+        "quota_exceeded",
         "unavailable",
         "busy",
         "internal",

@@ -1,6 +1,6 @@
 //! Task tools.
 
-use super::{Call, Checked, TodoServer, ToolError};
+use super::{Call, Checked, TodoServer, ToolError, transact};
 use crate::store::parse_uuid;
 use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges};
 use rmcp::handler::server::tool::Extension;
@@ -126,15 +126,15 @@ impl TodoServer {
         Extension(call): Extension<Arc<Call>>,
         Parameters(Checked(args)): Parameters<Checked<AddTaskArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
-        let (mut tx, audit) = self.open(&call).await?;
         let new = NewTask {
             title: &args.title,
             description: args.description.as_deref(),
             idempotency_key: args.idempotency_key.as_deref(),
         };
-        let result = tasks::add(&mut tx, &call.user, new).await;
-        self.close(tx, &call, audit, result.map(|task| TaskResult { task }))
-            .await
+        transact!(self, call, |tx| {
+            let task = tasks::add(tx, &call.user, new, &self.quotas).await?;
+            Ok(TaskResult { task })
+        })
     }
 
     #[tool(
@@ -152,7 +152,6 @@ impl TodoServer {
         Extension(call): Extension<Arc<Call>>,
         Parameters(Checked(args)): Parameters<Checked<ListTasksArgs>>,
     ) -> Result<Json<TaskList>, ToolError> {
-        let (mut tx, audit) = self.open(&call).await?;
         let status = match args.status.unwrap_or_default() {
             TaskStatus::All => StatusFilter::All,
             TaskStatus::Pending => StatusFilter::Pending,
@@ -164,9 +163,10 @@ impl TodoServer {
             limit: args.limit,
             cursor: args.cursor.as_deref(),
         };
-        let result = tasks::list(&mut tx, &call.user, query).await;
-        let result = result.map(|(tasks, next_cursor)| TaskList { tasks, next_cursor });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            let (tasks, next_cursor) = tasks::list(tx, &call.user, query).await?;
+            Ok(TaskList { tasks, next_cursor })
+        })
     }
 
     #[tool(
@@ -185,10 +185,10 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<TaskIdArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = tasks::complete(&mut tx, &call.user, task_id).await;
-        self.close(tx, &call, audit, result.map(|task| TaskResult { task }))
-            .await
+        transact!(self, call, |tx| {
+            let task = tasks::complete(tx, &call.user, task_id).await?;
+            Ok(TaskResult { task })
+        })
     }
 
     #[tool(
@@ -207,16 +207,16 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<UpdateTaskArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
         let changes = TaskChanges {
             title: args.title.as_deref(),
             description: args.description.as_deref(),
             completed: args.completed,
             expected_updated_at: args.expected_updated_at.as_deref(),
         };
-        let result = tasks::update(&mut tx, &call.user, task_id, changes).await;
-        self.close(tx, &call, audit, result.map(|task| TaskResult { task }))
-            .await
+        transact!(self, call, |tx| {
+            let task = tasks::update(tx, &call.user, task_id, changes).await?;
+            Ok(TaskResult { task })
+        })
     }
 
     #[tool(
@@ -235,12 +235,12 @@ impl TodoServer {
         Parameters(Checked(args)): Parameters<Checked<TaskIdArgs>>,
     ) -> Result<Json<DeletedTask>, ToolError> {
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        let (mut tx, audit) = self.open(&call).await?;
-        let result = tasks::delete(&mut tx, &call.user, task_id).await;
-        let result = result.map(|()| DeletedTask {
-            task_id: task_id.to_string(),
-            deleted: true,
-        });
-        self.close(tx, &call, audit, result).await
+        transact!(self, call, |tx| {
+            tasks::delete(tx, &call.user, task_id).await?;
+            Ok(DeletedTask {
+                task_id: task_id.to_string(),
+                deleted: true,
+            })
+        })
     }
 }

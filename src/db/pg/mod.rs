@@ -3,29 +3,57 @@
 pub mod schema;
 mod tls;
 
-use super::{ConnectErrors, DbError, PoolOptions};
+use super::{ConnectErrors, DbError, PoolOptions, Scope};
 use diesel::ConnectionError;
-use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel::connection::CacheSize;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt;
+use std::time::Duration;
 use tokio_postgres::NoTls;
 
 pub type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 
-/// How to open connections for one URL: the URL tokio-postgres can read, and TLS if asked.
+/// How to open connections for one URL: the URL tokio-postgres can read, TLS if asked,
+/// and whether a transaction-mode pooler stands between us and PostgreSQL.
 #[derive(Clone)]
 pub struct Connector {
     url: String,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    behind_pooler: bool,
 }
 
 impl Connector {
     pub fn new(url: &str) -> Result<Self, DbError> {
-        let (url, tls) = tls::from_url(url)?;
-        Ok(Connector { url, tls })
+        let (url, behind_pooler) = pooler_from_url(url)?;
+        let (url, tls) = tls::from_url(&url)?;
+        Ok(Connector {
+            url,
+            tls,
+            behind_pooler,
+        })
+    }
+
+    /// True when connections go through a transaction-mode pooler (PgBouncer, Neon's
+    /// `-pooler` hosts): each transaction may land on a different server connection.
+    pub fn behind_pooler(&self) -> bool {
+        self.behind_pooler
     }
 
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectionError> {
+        let mut conn = self.establish_plain().await?;
+        if self.behind_pooler {
+            // A prepared statement lives on one server connection; the next transaction
+            // may run on another, where it does not exist. Uncached statements are
+            // prepared and used within one transaction.
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
+        Ok(conn)
+    }
+
+    async fn establish_plain(&self) -> Result<AsyncPgConnection, ConnectionError> {
         match &self.tls {
             None => {
                 let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
@@ -43,19 +71,69 @@ impl Connector {
     }
 }
 
-pub fn pool(url: &str, options: &PoolOptions, errors: &ConnectErrors) -> Result<Pool, DbError> {
-    let connector = Connector::new(url)?;
+/// Reads and removes the URL's `pgbouncer=true|false` parameter (Prisma's spelling). Without
+/// it, a host whose first label ends in `-pooler` (Neon's pooled endpoints) means a pooler.
+fn pooler_from_url(url: &str) -> Result<(String, bool), DbError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut kept = Vec::new();
+    let mut explicit = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("pgbouncer", "true" | "1") => explicit = Some(true),
+            ("pgbouncer", "false" | "0") => explicit = Some(false),
+            ("pgbouncer", other) => {
+                return Err(DbError::InvalidUrl(format!(
+                    "pgbouncer={other} is not true or false"
+                )));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let after_scheme = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let authority = after_scheme.split('/').next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let first_label = host.split(['.', ':']).next().unwrap_or("");
+    let behind_pooler = explicit.unwrap_or(first_label.ends_with("-pooler"));
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, behind_pooler))
+}
+
+pub fn pool(connector: Connector, options: &PoolOptions, errors: &ConnectErrors) -> Pool {
+    let url = connector.url.clone();
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    // No test query on every check-out (a round trip per call): a connection that died
+    // in the pool fails at BEGIN, which `Database::transaction` retries on another.
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |_url| {
         let connector = connector.clone();
         async move { connector.establish().await }.boxed()
     });
     let manager = AsyncDieselConnectionManager::new_with_config(url, config);
-    Ok(bb8::Pool::builder()
+    bb8::Pool::builder()
         .max_size(options.max_connections)
         .connection_timeout(options.acquire_timeout)
         .error_sink(Box::new(errors.clone()))
-        .build_unchecked(manager))
+        .build_unchecked(manager)
+}
+
+/// The one simple-query batch that opens a transaction: BEGIN plus its `SET LOCAL`s, which
+/// end with it (so they also hold behind a transaction-mode pooler). The user id goes in
+/// an escape string literal, correct whatever `standard_conforming_strings` says.
+pub fn begin_sql(scope: Scope<'_>, statement_timeout: Duration) -> String {
+    let user = match scope {
+        Scope::User(user) => user.replace('\\', "\\\\").replace('\'', "''"),
+        Scope::System => String::new(),
+    };
+    format!(
+        "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL todo.user_id = E'{user}'",
+        statement_timeout.as_millis().max(1)
+    )
 }
 
 /// tokio-postgres keeps the cause ("Connection refused", "invalid peer certificate:
@@ -71,4 +149,48 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pooler_from_url;
+
+    #[test]
+    fn pooler_is_read_from_the_url_or_a_neon_pooler_host() {
+        let cases = [
+            (
+                "postgres://u@localhost/db",
+                "postgres://u@localhost/db",
+                false,
+            ),
+            (
+                "postgres://u@localhost:6432/db?pgbouncer=true",
+                "postgres://u@localhost:6432/db",
+                true,
+            ),
+            (
+                "postgres://u:p@ep-x-pooler.eu.aws.neon.tech/db?sslmode=require",
+                "postgres://u:p@ep-x-pooler.eu.aws.neon.tech/db?sslmode=require",
+                true,
+            ),
+            (
+                "postgres://u:p@ep-x-pooler.neon.tech/db?pgbouncer=false&sslmode=require",
+                "postgres://u:p@ep-x-pooler.neon.tech/db?sslmode=require",
+                false,
+            ),
+            (
+                "postgres://ep-x.neon.tech/db",
+                "postgres://ep-x.neon.tech/db",
+                false,
+            ),
+        ];
+        for (url, stripped, pooled) in cases {
+            assert_eq!(
+                pooler_from_url(url).unwrap(),
+                (stripped.to_owned(), pooled),
+                "{url}"
+            );
+        }
+        assert!(pooler_from_url("postgres://h/db?pgbouncer=yes").is_err());
+    }
 }

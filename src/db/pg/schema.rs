@@ -5,6 +5,7 @@ diesel::table! {
     users (id) {
         id -> Text,
         created_at -> Timestamptz,
+        task_count -> Integer,
     }
 }
 
@@ -45,6 +46,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         archived_at -> Nullable<Timestamptz>,
+        message_count -> Integer,
     }
 }
 

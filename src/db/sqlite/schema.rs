@@ -5,6 +5,7 @@ diesel::table! {
     users (id) {
         id -> Text,
         created_at -> TimestamptzSqlite,
+        task_count -> Integer,
     }
 }
 
@@ -45,6 +46,7 @@ diesel::table! {
         created_at -> TimestamptzSqlite,
         updated_at -> TimestamptzSqlite,
         archived_at -> Nullable<TimestamptzSqlite>,
+        message_count -> Integer,
     }
 }
 

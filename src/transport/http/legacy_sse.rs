@@ -8,9 +8,8 @@
 //! Each POST is authenticated on its own, and must come from the user who opened the
 //! stream: anyone else is told the session does not exist.
 
-use crate::db::Database;
 use crate::store::UserId;
-use crate::tools::{Identity, TodoServer};
+use crate::tools::TodoServer;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
@@ -31,7 +30,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
-use tokio_util::task::TaskTracker;
 
 /// Messages queued per session in each direction before senders wait.
 const CHANNEL_CAPACITY: usize = 64;
@@ -43,11 +41,11 @@ struct Session {
 
 #[derive(Clone)]
 pub struct LegacySse {
-    db: Database,
+    /// Every session serves a copy of this server, bound to the session's user.
+    server: TodoServer,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     /// Ends every stream (after the calls under way have finished: see `http::serve`).
     shutdown: CancellationToken,
-    in_flight: TaskTracker,
 }
 
 #[derive(Deserialize)]
@@ -57,12 +55,11 @@ struct MessageQuery {
 }
 
 impl LegacySse {
-    pub fn new(db: Database, shutdown: CancellationToken, in_flight: TaskTracker) -> Self {
+    pub fn new(server: TodoServer, shutdown: CancellationToken) -> Self {
         LegacySse {
-            db,
+            server,
             sessions: Arc::default(),
             shutdown,
-            in_flight,
         }
     }
 
@@ -114,8 +111,7 @@ async fn open_stream(
     }
     tracing::info!(session = %id, user = %user, "legacy SSE session opened");
 
-    let server = TodoServer::new(legacy.db.clone(), Identity::Fixed(user))
-        .tracking_calls(legacy.in_flight.clone());
+    let server = legacy.server.for_user(user);
     let transport = (PollSender::new(to_client), ReceiverStream::new(from_client));
     let session_id = id.clone();
     tokio::spawn(async move {

@@ -12,7 +12,7 @@ mod reply;
 mod sessions;
 
 use crate::db::{Database, DatabaseUrl, migrations};
-use crate::store::UserId;
+use crate::store::{Quotas, UserId};
 use crate::tools::{Identity, TodoServer, UserOfRequest};
 use axum::Router;
 use axum::extract::State;
@@ -52,6 +52,7 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// Offer `Mcp-Session-Id` sessions (kept in the database) to clients that want them.
     pub sessions: bool,
+    pub quotas: Quotas,
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -172,8 +173,13 @@ fn router(
             .cloned()
     });
     // Built once (its tool router holds every tool's schemas) and cloned per request.
-    let server = TodoServer::new(db.clone(), Identity::PerRequest(user_of_request))
-        .tracking_calls(in_flight.clone());
+    let server = TodoServer::new(
+        db.clone(),
+        Identity::PerRequest(user_of_request),
+        options.quotas,
+    )
+    .tracking_calls(in_flight.clone());
+    let legacy = legacy_sse::LegacySse::new(server.clone(), streams.clone());
     let new_server = move || Ok(server.clone());
     let config = StreamableHttpServerConfig::default()
         .with_json_response(false)
@@ -202,7 +208,6 @@ fn router(
             Router::new().route_service("/mcp", service)
         }
         .layer(axum::middleware::from_fn(reply::require_json_body));
-    let legacy = legacy_sse::LegacySse::new(db.clone(), streams, in_flight);
     let authenticated =
         streamable
             .merge(legacy.routes())

@@ -3,7 +3,7 @@
 //! so a replica that never saw a session restores it from there; each session belongs to
 //! the user who opened it, and anyone else is told it does not exist.
 
-use crate::db::Database;
+use crate::db::{Database, Scope};
 use crate::store::{StoreError, UserId, sessions};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -40,7 +40,7 @@ fn store_error(error: impl Into<StoreError>) -> SessionStoreError {
 #[async_trait::async_trait]
 impl SessionStore for DbSessionStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        let mut tx = self.db.begin().await.map_err(store_error)?;
+        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
         let state = sessions::load(&mut tx, session_id).await;
         tx.rollback().await.map_err(store_error)?;
         match state.map_err(store_error)? {
@@ -54,7 +54,7 @@ impl SessionStore for DbSessionStore {
             .try_with(UserId::clone)
             .map_err(|_| "a session was saved outside an authenticated request")?;
         let state = serde_json::to_value(state)?;
-        let mut tx = self.db.begin().await.map_err(store_error)?;
+        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
         sessions::save(&mut tx, session_id, &user, &state)
             .await
             .map_err(store_error)?;
@@ -63,7 +63,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
-        let mut tx = self.db.begin().await.map_err(store_error)?;
+        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
         sessions::delete(&mut tx, session_id)
             .await
             .map_err(store_error)?;
@@ -90,7 +90,7 @@ pub async fn check_session_owner(
         .map(str::to_owned);
     if let Some(session) = session {
         let owner = async {
-            let mut tx = db.begin().await?;
+            let mut tx = db.begin(Scope::System).await?;
             let owner = sessions::owner(&mut tx, &session).await;
             tx.rollback().await?;
             owner

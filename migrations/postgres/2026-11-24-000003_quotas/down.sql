@@ -1,0 +1,2 @@
+ALTER TABLE conversations DROP COLUMN message_count;
+ALTER TABLE users DROP COLUMN task_count;

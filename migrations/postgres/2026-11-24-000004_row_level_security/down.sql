@@ -1,0 +1,11 @@
+DROP POLICY messages_of_current_user ON messages;
+ALTER TABLE messages NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE messages DISABLE ROW LEVEL SECURITY;
+
+DROP POLICY conversations_of_current_user ON conversations;
+ALTER TABLE conversations NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE conversations DISABLE ROW LEVEL SECURITY;
+
+DROP POLICY tasks_of_current_user ON tasks;
+ALTER TABLE tasks NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE tasks DISABLE ROW LEVEL SECURITY;
