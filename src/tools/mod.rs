@@ -15,8 +15,8 @@ use crate::store::{Quotas, StoreError, UserId, parse_uuid};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Extensions,
-    Implementation, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, Extensions, Implementation, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
@@ -312,6 +312,30 @@ impl ServerHandler for TodoServer {
             .with_instructions(INSTRUCTIONS)
     }
 
+    /// rmcp routes a known method whose params don't parse (`tools/call` with `arguments`
+    /// a string, say) here, and by default answers "method not found": say what is wrong.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let method = request.method;
+        if MCP_METHODS.contains(&method.as_str()) {
+            let shown = request
+                .params
+                .map_or_else(|| "no params".to_owned(), |p| truncate(&p.to_string(), 200));
+            return Err(ErrorData::invalid_params(
+                format!("invalid params for {method}: {shown}"),
+                None,
+            ));
+        }
+        Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+            None,
+        ))
+    }
+
     /// Every call goes through here: it names the caller, runs the tool, and records the
     /// call if it failed (a successful call recorded itself inside its transaction).
     async fn call_tool(
@@ -361,6 +385,24 @@ impl ServerHandler for TodoServer {
     }
 }
 
+/// MCP methods rmcp knows: it hands a request for one of them here only when its params
+/// did not fit the method's shape.
+const MCP_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
+
 /// rmcp's wording for arguments that do not deserialize into the tool's argument struct.
 const RMCP_ARGUMENT_ERROR: &str = "failed to deserialize parameters: ";
 
@@ -389,6 +431,13 @@ fn failure_of(result: &mut CallToolResult) -> (&'static str, String) {
     };
     result.content = vec![ContentBlock::text(error.to_string())];
     (error.kind, error.message)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 /// A tool's failure as the client sees it: `is_error` with the text `kind: message`.
