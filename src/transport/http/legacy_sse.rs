@@ -22,7 +22,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 
-use super::reply::{PARSE_ERROR, check_message, jsonrpc_error};
+use super::reply::{PARSE_ERROR, jsonrpc_error, refuse_non_message};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -160,8 +160,8 @@ async fn post_message(
         Some((owner, to_server)) if owner == user => to_server,
         _ => return (StatusCode::NOT_FOUND, "session not found").into_response(),
     };
-    if let Err(refused) = check_message(&body) {
-        return refused;
+    if let Some(refusal) = refuse_non_message(&body) {
+        return refusal;
     }
     let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
         Ok(message) => message,

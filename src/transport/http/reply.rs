@@ -52,27 +52,30 @@ pub async fn require_json_body(request: Request, next: Next) -> Response {
             );
         }
     };
-    if let Err(refused) = check_message(&bytes) {
-        return refused;
+    if let Some(refusal) = refuse_non_message(&bytes) {
+        return refusal;
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-/// Whether `body` is one JSON-RPC 2.0 message: 400 with `-32700` if it is not JSON (bad
-/// UTF-8, bad escapes, nesting past serde_json's limit, numbers out of range), 400 with
-/// `-32600` if it is JSON but not a message (batches included: MCP dropped them in
-/// 2025-06-18).
-pub fn check_message(body: &[u8]) -> Result<(), Response> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
-        jsonrpc_error(
-            StatusCode::BAD_REQUEST,
-            PARSE_ERROR,
-            &format!("parse error: {error}"),
-        )
-    })?;
-    message_shape(&value)
-        .map_err(|problem| jsonrpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, problem))
+/// The answer to a body that is not one JSON-RPC 2.0 message, if it isn't: 400 with
+/// `-32700` if it is not JSON (bad UTF-8, bad escapes, nesting past serde_json's limit,
+/// numbers out of range), 400 with `-32600` if it is JSON but not a message (batches
+/// included: MCP dropped them in 2025-06-18).
+pub fn refuse_non_message(body: &[u8]) -> Option<Response> {
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(error) => {
+            return Some(jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                PARSE_ERROR,
+                &format!("parse error: {error}"),
+            ));
+        }
+    };
+    let problem = message_shape(&value).err()?;
+    Some(jsonrpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, problem))
 }
 
 fn message_shape(value: &serde_json::Value) -> Result<(), &'static str> {
