@@ -60,6 +60,13 @@ impl Authenticator {
         }
         let key = self.jwt_key.as_ref().ok_or(AuthError::JwtDisabled)?;
         let user = decode_jwt(key, credential)?;
+        // Every request of a JWT user comes here: read first, create only on first sight.
+        let mut read = db.autocommit().await.map_err(StoreError::from)?;
+        let known = users::exists(&mut read, &user).await;
+        read.commit().await.map_err(StoreError::from)?;
+        if known? {
+            return Ok(user);
+        }
         let mut tx = db
             .begin(Scope::User(user.as_str()))
             .await

@@ -20,3 +20,17 @@ pub async fn ensure(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
     });
     ensure_activity_logs(tx, user).await
 }
+
+/// Whether the user exists (one indexed read: no need for a transaction).
+pub async fn exists(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
+    let found: Option<String> = on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        u::users
+            .filter(u::id.eq(user.as_str()))
+            .select(u::id)
+            .first(conn)
+            .await
+            .optional()?
+    });
+    Ok(found.is_some())
+}
