@@ -182,6 +182,7 @@ async fn measure(
         warmup: options.warmup_duration()?,
         bound,
         call_timeout: options.call_timeout_duration()?,
+        think: Duration::from_millis(options.think_ms),
         server_pids: server_pids.clone(),
     };
     let outcome = runner::run(sessions, &settings).await?;

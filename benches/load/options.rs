@@ -51,6 +51,14 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub calls: Option<u64>,
 
+    /// Each client pauses this many milliseconds on average between calls (uniformly
+    /// 0.5x to 1.5x), as an agent thinking between tool calls. 0 (the default): closed
+    /// loop, every client calls again at once, which measures capacity; with think time
+    /// N clients offer about N / (think + latency) calls/s, which measures latency at a
+    /// realistic load.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub think_ms: u64,
+
     /// Seconds of load before measuring starts (its calls are verified, not measured).
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub warmup: f64,
@@ -179,11 +187,16 @@ pub enum Bound {
 
 impl Options {
     /// The workload's name in reports and file names: `agent`, `floor`, `single-add_task`.
+    /// The workload's name, with its think time when it has one (`agent-think1000ms`).
     pub fn mix_name(&self) -> String {
-        match self.mix {
+        let mix = match self.mix {
             Mix::Agent => "agent".into(),
             Mix::Floor => "floor".into(),
             Mix::Single => format!("single-{}", self.tool.name()),
+        };
+        match self.think_ms {
+            0 => mix,
+            think => format!("{mix}-think{think}ms"),
         }
     }
 

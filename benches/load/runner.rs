@@ -82,6 +82,8 @@ pub struct RunSettings {
     pub warmup: Duration,
     pub bound: Bound,
     pub call_timeout: Duration,
+    /// Mean pause between a client's calls (zero: closed loop).
+    pub think: Duration,
     /// The server processes, for CPU accounting.
     pub server_pids: Vec<u32>,
 }
@@ -156,7 +158,11 @@ pub async fn run(sessions: Vec<Session>, settings: &RunSettings) -> anyhow::Resu
     });
     let tasks: Vec<_> = sessions
         .into_iter()
-        .map(|session| tokio::spawn(drive(session, schedule.clone(), settings.call_timeout)))
+        .enumerate()
+        .map(|(n, session)| {
+            let pacing = Pacing::new(settings.think, n as u64);
+            tokio::spawn(drive(session, schedule.clone(), settings.call_timeout, pacing))
+        })
         .collect();
     let mut reports = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -193,6 +199,7 @@ async fn drive(
     mut session: Session,
     schedule: Arc<Schedule>,
     call_timeout: Duration,
+    mut pacing: Pacing,
 ) -> ClientReport {
     let mut samples = Samples::default();
     let mut errors = Errors::default();
@@ -230,6 +237,9 @@ async fn drive(
             samples.record(label, ended - started);
             last_measured_end = Some(ended);
         }
+        if let Some(pause) = pacing.next_pause() {
+            tokio::time::sleep(pause).await;
+        }
         if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
             errors.note(
                 "gave up",
@@ -247,5 +257,32 @@ async fn drive(
         errors,
         warmup_errors,
         last_measured_end,
+    }
+}
+
+/// Think time between one client's calls: uniform between 0.5x and 1.5x the mean, from a
+/// per-client xorshift sequence (reproducible, and clients don't pause in step).
+struct Pacing {
+    mean: Duration,
+    state: u64,
+}
+
+impl Pacing {
+    fn new(mean: Duration, client: u64) -> Self {
+        Pacing {
+            mean,
+            state: 0x9E37_79B9_7F4A_7C15 ^ (client.wrapping_add(1)).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        }
+    }
+
+    fn next_pause(&mut self) -> Option<Duration> {
+        if self.mean.is_zero() {
+            return None;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let fraction = 0.5 + (self.state % 10_000) as f64 / 10_000.0;
+        Some(self.mean.mul_f64(fraction))
     }
 }
