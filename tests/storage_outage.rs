@@ -51,8 +51,8 @@ async fn database_down_gives_retryable_errors_and_the_server_recovers() {
     }
 
     cluster.resume();
-    // The pool verifies connections before use, so the first call after the database is
-    // back already succeeds.
+    // Connections the stopped server closed are discarded at check-out (and one found dead
+    // at BEGIN is replaced), so the first call after the database is back already succeeds.
     client
         .call_ok("add_task", json!({ "title": "after" }))
         .await;

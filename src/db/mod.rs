@@ -135,6 +135,7 @@ pub struct Database {
     connect_errors: ConnectErrors,
     statement_timeout: Duration,
     behind_pooler: bool,
+    max_connections: u32,
 }
 
 #[derive(Clone)]
@@ -194,6 +195,7 @@ impl Database {
             connect_errors,
             statement_timeout: options.statement_timeout,
             behind_pooler,
+            max_connections: options.max_connections,
         })
     }
 
@@ -220,19 +222,35 @@ impl Database {
     /// statement timeout and the user that row-level security confines it to. SQLite's
     /// begins `IMMEDIATE`, taking the write lock up front, so concurrent writers wait on
     /// the busy timeout instead of failing when a read transaction tries to upgrade.
+    ///
+    /// A connection found dead at BEGIN (nothing was sent on it) is dropped and another
+    /// tried, up to once per pooled connection, so a pool full of connections a restarted
+    /// server closed costs no caller an error.
     pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
-        let mut conn = self.checkout().await?;
-        match &mut conn {
-            Conn::Postgres(c) => {
-                let sql = pg::begin_sql(scope, self.statement_timeout);
-                AnsiTransactionManager::begin_transaction_sql(&mut **c, &sql).await?
+        let mut tries = self.max_connections + 1;
+        loop {
+            let mut conn = self.checkout().await?;
+            let begun = match &mut conn {
+                Conn::Postgres(c) => {
+                    let sql = pg::begin_sql(scope, self.statement_timeout);
+                    AnsiTransactionManager::begin_transaction_sql(&mut **c, &sql).await
+                }
+                Conn::Sqlite(c) => sqlite::begin_immediate(c).await,
+            };
+            match begun.map_err(DbError::from) {
+                Ok(()) => {
+                    return Ok(Tx {
+                        conn,
+                        in_transaction: true,
+                    });
+                }
+                Err(DbError::ConnectionLost(cause)) if tries > 1 => {
+                    tracing::debug!(%cause, "pooled connection dead at BEGIN; taking another");
+                    tries -= 1;
+                }
+                Err(error) => return Err(error),
             }
-            Conn::Sqlite(c) => sqlite::begin_immediate(c).await?,
         }
-        Ok(Tx {
-            conn,
-            in_transaction: true,
-        })
     }
 
     /// A connection for one unscoped read outside any transaction (each statement commits

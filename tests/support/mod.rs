@@ -9,6 +9,8 @@
 //!   both backends.
 //! * [`cli`]: run the `todo-mcp` binary ([`todo_mcp`], [`create_token`]).
 //! * [`mcp`]: an MCP client over `todo-mcp stdio` ([`connect_stdio`], [`StdioClient`]).
+//! * [`proxy`]: a TCP proxy in front of PostgreSQL that cuts a connection on cue
+//!   ([`proxy::FaultProxy`]).
 //!
 //! Every helper panics with a message saying what failed (and the server's stderr where there is
 //! one): a test harness that fails quietly is worse than none.
@@ -26,6 +28,7 @@ pub mod jsonrpc;
 pub mod mcp;
 pub mod node;
 pub mod pg;
+pub mod proxy;
 pub mod python;
 pub mod reliability;
 pub mod sqlite;

@@ -7,7 +7,7 @@ use super::{ConnectErrors, DbError, PoolOptions, Scope};
 use diesel::ConnectionError;
 use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures_util::FutureExt;
@@ -107,9 +107,20 @@ fn pooler_from_url(url: &str) -> Result<(String, bool), DbError> {
 pub fn pool(connector: Connector, options: &PoolOptions, errors: &ConnectErrors) -> Pool {
     let url = connector.url.clone();
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
-    // No test query on every check-out (a round trip per call): a connection that died
-    // in the pool fails at BEGIN, which `Database::transaction` retries on another.
-    config.recycling_method = RecyclingMethod::Fast;
+    // No test query on every check-out (a round trip per call): a connection the server
+    // closed (a restart, pg_terminate_backend, an idle reaper) is already known closed,
+    // and is discarded at check-out; one that dies unnoticed fails at BEGIN, which
+    // `Database::begin` retries on another.
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        let broken = conn.is_broken();
+        async move {
+            match broken {
+                false => Ok(()),
+                true => Err(diesel::result::Error::BrokenTransactionManager),
+            }
+        }
+        .boxed()
+    }));
     config.custom_setup = Box::new(move |_url| {
         let connector = connector.clone();
         async move { connector.establish().await }.boxed()
