@@ -28,6 +28,7 @@ pub mod jsonrpc;
 pub mod mcp;
 pub mod node;
 pub mod pg;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod python;
 pub mod reliability;

@@ -9,7 +9,7 @@ use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use std::time::Duration;
 use tokio_postgres::NoTls;
@@ -43,31 +43,53 @@ impl Connector {
     }
 
     pub async fn establish(&self) -> Result<AsyncPgConnection, ConnectionError> {
-        let mut conn = self.establish_plain().await?;
-        if self.behind_pooler {
-            // A prepared statement lives on one server connection; the next transaction
-            // may run on another, where it does not exist. Uncached statements are
-            // prepared and used within one transaction.
-            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-        }
-        Ok(conn)
-    }
-
-    async fn establish_plain(&self) -> Result<AsyncPgConnection, ConnectionError> {
         match &self.tls {
             None => {
                 let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
                     .await
                     .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+                self.set_up(client, connection).await
             }
             Some(tls) => {
                 let (client, connection) = tokio_postgres::connect(&self.url, tls.clone())
                     .await
                     .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
-                AsyncPgConnection::try_from_client_and_connection(client, connection).await
+                self.set_up(client, connection).await
             }
         }
+    }
+
+    async fn set_up<S>(
+        &self,
+        client: tokio_postgres::Client,
+        connection: tokio_postgres::Connection<tokio_postgres::Socket, S>,
+    ) -> Result<AsyncPgConnection, ConnectionError>
+    where
+        S: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+    {
+        if !self.behind_pooler {
+            return AsyncPgConnection::try_from_client_and_connection(client, connection).await;
+        }
+        // A prepared statement lives on one server connection, and behind a transaction
+        // pooler the next transaction may run on another. diesel-async's own setup
+        // prepares (and caches) statements, so it runs inside one transaction, and the
+        // cache is off from then on: each statement is prepared, used and closed within
+        // its transaction.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "pooled PostgreSQL connection ended");
+            }
+        });
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| ConnectionError::BadConnection(with_causes(&e)))?;
+        let mut conn = AsyncPgConnection::try_from(client).await?;
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        conn.batch_execute("COMMIT")
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
     }
 }
 
