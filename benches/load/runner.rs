@@ -161,7 +161,12 @@ pub async fn run(sessions: Vec<Session>, settings: &RunSettings) -> anyhow::Resu
         .enumerate()
         .map(|(n, session)| {
             let pacing = Pacing::new(settings.think, n as u64);
-            tokio::spawn(drive(session, schedule.clone(), settings.call_timeout, pacing))
+            tokio::spawn(drive(
+                session,
+                schedule.clone(),
+                settings.call_timeout,
+                pacing,
+            ))
         })
         .collect();
     let mut reports = Vec::with_capacity(tasks.len());
@@ -271,7 +276,8 @@ impl Pacing {
     fn new(mean: Duration, client: u64) -> Self {
         Pacing {
             mean,
-            state: 0x9E37_79B9_7F4A_7C15 ^ (client.wrapping_add(1)).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            state: 0x9E37_79B9_7F4A_7C15
+                ^ (client.wrapping_add(1)).wrapping_mul(0xBF58_476D_1CE4_E5B9),
         }
     }
 

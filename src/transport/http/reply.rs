@@ -75,7 +75,11 @@ pub fn refuse_non_message(body: &[u8]) -> Option<Response> {
         }
     };
     let problem = message_shape(&value).err()?;
-    Some(jsonrpc_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, problem))
+    Some(jsonrpc_error(
+        StatusCode::BAD_REQUEST,
+        INVALID_REQUEST,
+        problem,
+    ))
 }
 
 fn message_shape(value: &serde_json::Value) -> Result<(), &'static str> {
@@ -83,7 +87,9 @@ fn message_shape(value: &serde_json::Value) -> Result<(), &'static str> {
     let message = match value {
         Value::Object(message) => message,
         Value::Array(_) => {
-            return Err("invalid request: JSON-RPC batches are not supported; send one message per request");
+            return Err(
+                "invalid request: JSON-RPC batches are not supported; send one message per request",
+            );
         }
         _ => return Err("invalid request: a JSON-RPC message must be a JSON object"),
     };
@@ -109,6 +115,8 @@ fn message_shape(value: &serde_json::Value) -> Result<(), &'static str> {
         {
             Ok(())
         }
-        None => Err("invalid request: a message needs a `method`, or an `id` with a `result` or `error`"),
+        None => Err(
+            "invalid request: a message needs a `method`, or an `id` with a `result` or `error`",
+        ),
     }
 }
