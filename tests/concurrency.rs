@@ -144,6 +144,15 @@ async fn parallel_mutations_of_one_task(db: TestDb) {
     assert_eq!(outcome(&deletes[0].1), "ok");
     let listed = b.call_ok("list_tasks", json!({})).await;
     assert_eq!(listed["tasks"], json!([]));
+    support::reliability::record(support::reliability::Evidence {
+        class: &format!("parallel mutations of one task ({})", db.name()),
+        test: "tests/concurrency.rs",
+        cases: results.len(),
+        clear_errors: results.len(),
+        writes_lost: 0,
+        cross_user: 0,
+        outcome: "24 completes/updates/a delete at once from 2 servers: each succeeds or finds the task deleted; exactly one delete",
+    });
     a.close().await;
     b.close().await;
 }
@@ -187,11 +196,52 @@ async fn parallel_appends_keep_one_order(db: TestDb) {
         acknowledged_ids, ids,
         "what was acknowledged is what is stored"
     );
+    support::reliability::record(support::reliability::Evidence {
+        class: &format!("parallel appends to one conversation ({})", db.name()),
+        test: "tests/concurrency.rs",
+        cases: acknowledged.len(),
+        clear_errors: acknowledged.len(),
+        writes_lost: acknowledged.len() - messages.len().min(acknowledged.len()),
+        cross_user: 0,
+        outcome: "40 appends at once from 2 servers: all stored once, ids strictly increasing in commit order",
+    });
+    a.close().await;
+    b.close().await;
+}
+
+/// 20 add_task calls with one idempotency_key at once from two servers: all succeed with
+/// the same task, and exactly one task exists.
+async fn parallel_adds_with_one_key_make_one_task(db: TestDb) {
+    let (a, b) = two_servers(&db).await;
+    let calls = (0..20).map(|i| {
+        let client = if i % 2 == 0 { &a } else { &b };
+        let args = json!({"title": "water the plants", "idempotency_key": "turn-7"});
+        async move { client.call_ok("add_task", args).await["task"]["id"].clone() }
+    });
+    let ids: Vec<Value> = join_all(calls).await;
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "different tasks: {ids:?}"
+    );
+    let listed = a.call_ok("list_tasks", json!({})).await;
+    let tasks = listed["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{listed}");
+    assert_eq!(tasks[0]["id"], ids[0]);
+    support::reliability::record(support::reliability::Evidence {
+        class: &format!("parallel idempotent adds with one key ({})", db.name()),
+        test: "tests/concurrency.rs",
+        cases: ids.len(),
+        clear_errors: ids.len(),
+        writes_lost: 0,
+        cross_user: 0,
+        outcome: "20 add_task with one idempotency_key at once from 2 servers: one task, every call answers with it",
+    });
     a.close().await;
     b.close().await;
 }
 
 both_backends!(
+    parallel_adds_with_one_key_make_one_task,
     stale_expected_updated_at_is_a_conflict,
     racing_optimistic_updates_let_exactly_one_win,
     parallel_mutations_of_one_task,

@@ -65,4 +65,14 @@ async fn database_down_gives_retryable_errors_and_the_server_recovers() {
     );
     let log = client.close().await;
     assert!(log.contains("call failed"), "failures were logged:\n{log}");
+    let stored = titles(&listed).len();
+    support::reliability::record(support::reliability::Evidence {
+        class: "PostgreSQL server stopped and started",
+        test: "tests/storage_outage.rs",
+        cases: 3,
+        clear_errors: 3,
+        writes_lost: 2 - stored,
+        cross_user: 0,
+        outcome: "calls during the outage fail `unavailable: … cannot connect` within the pool timeout; the same process serves again once the server is back",
+    });
 }
