@@ -1,18 +1,180 @@
 //! MCP over stdin/stdout. stdout carries only protocol messages; logs go to stderr.
+//!
+//! Lines are read here rather than by rmcp's stdio transport, which drops a line that is
+//! not a JSON-RPC message without a word: each such line gets a JSON-RPC error (id null),
+//! as JSON-RPC asks, written to stdout between the server's own messages.
 
 use crate::db::Database;
 use crate::store::{Quotas, UserId};
 use crate::tools::{Identity, TodoServer};
+use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::PollSender;
+
+/// The longest line read (rmcp's own stdio limit).
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Messages queued in each direction before the other side waits.
+const CHANNEL_CAPACITY: usize = 64;
+
+/// What the writer puts on stdout: the server's messages, and refusals of bad lines.
+enum Outgoing {
+    Server(ServerJsonRpcMessage),
+    Refusal(Value),
+}
 
 /// Serves one client until it closes stdin.
 pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result<()> {
     let server = TodoServer::new(db, Identity::Fixed(user), quotas);
+    let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
+    let (to_stdout, outgoing) = mpsc::channel::<Outgoing>(CHANNEL_CAPACITY);
+    let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
+
+    let writer = tokio::spawn(write_lines(tokio::io::stdout(), outgoing));
+    let forward = {
+        let to_stdout = to_stdout.clone();
+        tokio::spawn(forward_server_messages(server_messages, to_stdout))
+    };
+    let reader = tokio::spawn(read_lines(tokio::io::stdin(), to_server, to_stdout));
+
+    let transport = (
+        PollSender::new(from_server),
+        ReceiverStream::new(from_client),
+    );
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(transport)
         .await
         .map_err(|e| anyhow::anyhow!("MCP initialization over stdio failed: {e}"))?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "stdio session ended");
+    // The server is done: let the writer drain what it was given, then stop.
+    reader.abort();
+    let _ = forward.await;
+    let _ = writer.await;
     Ok(())
+}
+
+/// Reads stdin line by line: JSON-RPC messages go to the server, anything else is answered
+/// with a JSON-RPC error. Ends at end of input, which ends the session.
+async fn read_lines(
+    input: impl AsyncRead + Unpin,
+    to_server: mpsc::Sender<ClientJsonRpcMessage>,
+    to_stdout: mpsc::Sender<Outgoing>,
+) {
+    let mut input = BufReader::new(input);
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "reading stdin failed; ending the session");
+                return;
+            }
+        }
+        let refusal = if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") {
+            if !skip_rest_of_line(&mut input).await {
+                return;
+            }
+            Some(Refusal {
+                code: INVALID_REQUEST,
+                message: format!("invalid request: the line is over {MAX_LINE_BYTES} bytes"),
+            })
+        } else {
+            // A byte order mark is tolerated, as rmcp's own reader does.
+            let message = line.trim_ascii();
+            let message = message.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(message);
+            if message.is_empty() {
+                continue;
+            }
+            match jsonrpc::check_message(message) {
+                Err(refusal) => Some(refusal),
+                Ok(()) => match serde_json::from_slice::<ClientJsonRpcMessage>(message) {
+                    Ok(message) => {
+                        if to_server.send(message).await.is_err() {
+                            return;
+                        }
+                        None
+                    }
+                    Err(error) => Some(Refusal {
+                        code: INVALID_REQUEST,
+                        message: format!("invalid request: {error}"),
+                    }),
+                },
+            }
+        };
+        if let Some(refusal) = refusal {
+            tracing::info!(code = refusal.code, message = %refusal.message, "refused a line on stdin");
+            let answer = Outgoing::Refusal(jsonrpc::error_response(&refusal));
+            if to_stdout.send(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Discards input up to and including the next newline; false at end of input.
+async fn skip_rest_of_line(input: &mut BufReader<impl AsyncRead + Unpin>) -> bool {
+    loop {
+        let buffer = match input.fill_buf().await {
+            Ok([]) | Err(_) => return false,
+            Ok(buffer) => buffer,
+        };
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                input.consume(end + 1);
+                return true;
+            }
+            None => {
+                let len = buffer.len();
+                input.consume(len);
+            }
+        }
+    }
+}
+
+async fn forward_server_messages(
+    mut messages: mpsc::Receiver<ServerJsonRpcMessage>,
+    to_stdout: mpsc::Sender<Outgoing>,
+) {
+    while let Some(message) = messages.recv().await {
+        if to_stdout.send(Outgoing::Server(message)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes each message as one line, flushing after each (a client waits on every answer).
+async fn write_lines(mut output: impl AsyncWrite + Unpin, mut outgoing: mpsc::Receiver<Outgoing>) {
+    while let Some(message) = outgoing.recv().await {
+        let encoded = match &message {
+            Outgoing::Server(message) => serde_json::to_vec(message),
+            Outgoing::Refusal(value) => serde_json::to_vec(value),
+        };
+        let mut line = match encoded {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a message for stdout");
+                continue;
+            }
+        };
+        line.push(b'\n');
+        if let Err(error) = async {
+            output.write_all(&line).await?;
+            output.flush().await
+        }
+        .await
+        {
+            tracing::warn!(%error, "writing stdout failed; the client is gone");
+            return;
+        }
+    }
 }
