@@ -10,7 +10,6 @@ use crate::tools::{Identity, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,17 +20,14 @@ const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Messages queued in each direction before the other side waits.
 const CHANNEL_CAPACITY: usize = 64;
 
-/// What the writer puts on stdout: the server's messages, and refusals of bad lines.
-enum Outgoing {
-    Server(ServerJsonRpcMessage),
-    Refusal(Value),
-}
+/// One encoded line for stdout: a server message, or the refusal of a bad line.
+type Line = Vec<u8>;
 
 /// Serves one client until it closes stdin.
 pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result<()> {
     let server = TodoServer::new(db, Identity::Fixed(user), quotas);
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
-    let (to_stdout, outgoing) = mpsc::channel::<Outgoing>(CHANNEL_CAPACITY);
+    let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
 
     let writer = tokio::spawn(write_lines(tokio::io::stdout(), outgoing));
@@ -63,7 +59,7 @@ pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result
 async fn read_lines(
     input: impl AsyncRead + Unpin,
     to_server: mpsc::Sender<ClientJsonRpcMessage>,
-    to_stdout: mpsc::Sender<Outgoing>,
+    to_stdout: mpsc::Sender<Line>,
 ) {
     let mut input = BufReader::new(input);
     loop {
@@ -113,8 +109,10 @@ async fn read_lines(
         };
         if let Some(refusal) = refusal {
             tracing::info!(code = refusal.code, message = %refusal.message, "refused a line on stdin");
-            let answer = Outgoing::Refusal(jsonrpc::error_response(&refusal));
-            if to_stdout.send(answer).await.is_err() {
+            let answer = encode(&jsonrpc::error_response(&refusal));
+            if let Some(answer) = answer
+                && to_stdout.send(answer).await.is_err()
+            {
                 return;
             }
         }
@@ -143,36 +141,40 @@ async fn skip_rest_of_line(input: &mut BufReader<impl AsyncRead + Unpin>) -> boo
 
 async fn forward_server_messages(
     mut messages: mpsc::Receiver<ServerJsonRpcMessage>,
-    to_stdout: mpsc::Sender<Outgoing>,
+    to_stdout: mpsc::Sender<Line>,
 ) {
     while let Some(message) = messages.recv().await {
-        if to_stdout.send(Outgoing::Server(message)).await.is_err() {
+        if let Some(line) = encode(&message)
+            && to_stdout.send(line).await.is_err()
+        {
             return;
         }
     }
 }
 
-/// Writes each message as one line, flushing after each (a client waits on every answer).
-async fn write_lines(mut output: impl AsyncWrite + Unpin, mut outgoing: mpsc::Receiver<Outgoing>) {
-    while let Some(message) = outgoing.recv().await {
-        let encoded = match &message {
-            Outgoing::Server(message) => serde_json::to_vec(message),
-            Outgoing::Refusal(value) => serde_json::to_vec(value),
-        };
-        let mut line = match encoded {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::error!(%error, "could not encode a message for stdout");
-                continue;
-            }
-        };
-        line.push(b'\n');
-        if let Err(error) = async {
+/// A message as one JSON line (JSON never holds a raw newline).
+fn encode(message: &impl serde::Serialize) -> Option<Line> {
+    match serde_json::to_vec(message) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            Some(line)
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not encode a message for stdout");
+            None
+        }
+    }
+}
+
+/// Writes each line, flushing after each (a client waits on every answer).
+async fn write_lines(mut output: impl AsyncWrite + Unpin, mut lines: mpsc::Receiver<Line>) {
+    while let Some(line) = lines.recv().await {
+        let written = async {
             output.write_all(&line).await?;
             output.flush().await
         }
-        .await
-        {
+        .await;
+        if let Err(error) = written {
             tracing::warn!(%error, "writing stdout failed; the client is gone");
             return;
         }
