@@ -15,6 +15,8 @@ mod client;
 #[path = "load/database.rs"]
 #[allow(dead_code)]
 mod database;
+#[path = "shared/entry.rs"]
+mod entry;
 /// The load generator's options, for its `Backend` (which `database` names).
 #[path = "load/options.rs"]
 #[allow(dead_code)]
@@ -110,31 +112,8 @@ struct Options {
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    if !options.bench {
-        eprintln!(
-            "coldstart: not started by `cargo bench` (no --bench flag), so not running; \
-             see `cargo bench --bench coldstart -- --help`"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("coldstart: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("coldstart: error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    let started_by_cargo = options.bench;
+    entry::main("coldstart", started_by_cargo, run(options))
 }
 
 /// A set of timings, summarized.

@@ -17,6 +17,8 @@ mod client;
 #[path = "load/database.rs"]
 #[allow(dead_code)]
 mod database;
+#[path = "shared/entry.rs"]
+mod entry;
 #[path = "history/measure.rs"]
 mod measure;
 /// The load generator's options, for its `Backend` (which `database` names).
@@ -140,31 +142,8 @@ struct Options {
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    if !options.bench {
-        eprintln!(
-            "history: not started by `cargo bench` (no --bench flag), so not running; \
-             see `cargo bench --bench history -- --help`"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("history: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("history: error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    let started_by_cargo = options.bench;
+    entry::main("history", started_by_cargo, run(options))
 }
 
 /// One stage: what was seeded and what was measured.

@@ -14,6 +14,8 @@ mod baseline;
 mod client;
 #[path = "load/database.rs"]
 mod database;
+#[path = "shared/entry.rs"]
+mod entry;
 #[path = "load/options.rs"]
 mod options;
 #[path = "load/report.rs"]
@@ -50,31 +52,8 @@ const MIN_BASELINE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let options = Options::parse();
-    if !options.bench {
-        eprintln!(
-            "load: not started by `cargo bench` (no --bench flag), so not running; \
-             see `cargo bench --bench load -- --help`"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("load: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(options)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("load: error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    let started_by_cargo = options.bench;
+    entry::main("load", started_by_cargo, run(options))
 }
 
 /// Runs the bench; `Ok(false)` when it ran but found errors or lost or doubled writes.

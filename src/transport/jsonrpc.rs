@@ -1,6 +1,7 @@
 //! What every transport checks of an incoming message before rmcp sees it: that it is one
 //! JSON-RPC 2.0 message, so that anything else gets a JSON-RPC error naming the problem.
 
+use rmcp::model::ClientJsonRpcMessage;
 use serde_json::Value;
 
 /// JSON-RPC's code for a body that is not JSON.
@@ -15,10 +16,10 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Whether `body` is one JSON-RPC 2.0 message: `-32700` if it is not JSON (bad UTF-8, bad
-/// escapes, nesting past serde_json's limit, numbers out of range), `-32600` if it is JSON
-/// but not a message (batches included: MCP dropped them in 2025-06-18).
-pub fn check_message(body: &[u8]) -> Result<(), Refusal> {
+/// `body` parsed, if it is one JSON-RPC 2.0 message: else `-32700` if it is not JSON (bad
+/// UTF-8, bad escapes, nesting past serde_json's limit, numbers out of range), `-32600` if
+/// it is JSON but not a message (batches included: MCP dropped them in 2025-06-18).
+pub fn read_message(body: &[u8]) -> Result<Value, Refusal> {
     let value: Value = serde_json::from_slice(body).map_err(|error| Refusal {
         code: PARSE_ERROR,
         message: format!("parse error: {error}"),
@@ -26,6 +27,16 @@ pub fn check_message(body: &[u8]) -> Result<(), Refusal> {
     message_shape(&value).map_err(|problem| Refusal {
         code: INVALID_REQUEST,
         message: problem.to_owned(),
+    })?;
+    Ok(value)
+}
+
+/// The message as rmcp's type, from the value [`read_message`] returned (no second parse
+/// of the text): `-32600` if rmcp cannot take it.
+pub fn client_message(value: Value) -> Result<ClientJsonRpcMessage, Refusal> {
+    serde_json::from_value(value).map_err(|error| Refusal {
+        code: INVALID_REQUEST,
+        message: format!("invalid request: {error}"),
     })
 }
 

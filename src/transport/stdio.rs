@@ -91,20 +91,14 @@ async fn read_lines(
             if message.is_empty() {
                 continue;
             }
-            match jsonrpc::check_message(message) {
+            match jsonrpc::read_message(message).and_then(jsonrpc::client_message) {
                 Err(refusal) => Some(refusal),
-                Ok(()) => match serde_json::from_slice::<ClientJsonRpcMessage>(message) {
-                    Ok(message) => {
-                        if to_server.send(message).await.is_err() {
-                            return;
-                        }
-                        None
+                Ok(message) => {
+                    if to_server.send(message).await.is_err() {
+                        return;
                     }
-                    Err(error) => Some(Refusal {
-                        code: INVALID_REQUEST,
-                        message: format!("invalid request: {error}"),
-                    }),
-                },
+                    None
+                }
             }
         };
         if let Some(refusal) = refusal {

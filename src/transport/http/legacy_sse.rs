@@ -22,7 +22,8 @@ use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 
-use super::reply::{PARSE_ERROR, jsonrpc_error, refuse_non_message};
+use super::reply::refusal_response;
+use crate::transport::jsonrpc;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -160,18 +161,9 @@ async fn post_message(
         Some((owner, to_server)) if owner == user => to_server,
         _ => return (StatusCode::NOT_FOUND, "session not found").into_response(),
     };
-    if let Some(refusal) = refuse_non_message(&body) {
-        return refusal;
-    }
-    let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
+    let message = match jsonrpc::read_message(&body).and_then(jsonrpc::client_message) {
         Ok(message) => message,
-        Err(error) => {
-            return jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                PARSE_ERROR,
-                &format!("parse error: {error}"),
-            );
-        }
+        Err(refusal) => return refusal_response(&refusal),
     };
     match to_server.send(message).await {
         Ok(()) => (StatusCode::ACCEPTED, "Accepted").into_response(),

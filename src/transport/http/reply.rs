@@ -30,7 +30,7 @@ pub fn refusal(status: StatusCode, code: i64, message: &str) -> Response {
     response
 }
 
-pub use crate::transport::jsonrpc::{INVALID_REQUEST, PARSE_ERROR};
+pub use crate::transport::jsonrpc::INVALID_REQUEST;
 
 /// Checks a POST body before rmcp sees it: rmcp answers a body it cannot read with 415
 /// and plain text, where clients expect a JSON-RPC error. Reads the body within the limit.
@@ -57,12 +57,13 @@ pub async fn require_json_body(request: Request, next: Next) -> Response {
 }
 
 /// The answer to a body that is not one JSON-RPC 2.0 message (see
-/// [`jsonrpc::check_message`](crate::transport::jsonrpc::check_message)), if it isn't.
+/// [`jsonrpc::read_message`](crate::transport::jsonrpc::read_message)), if it isn't.
 pub fn refuse_non_message(body: &[u8]) -> Option<Response> {
-    let refusal = crate::transport::jsonrpc::check_message(body).err()?;
-    Some(jsonrpc_error(
-        StatusCode::BAD_REQUEST,
-        refusal.code,
-        &refusal.message,
-    ))
+    let refusal = crate::transport::jsonrpc::read_message(body).err()?;
+    Some(refusal_response(&refusal))
+}
+
+/// A refused message as a 400 with its JSON-RPC error.
+pub fn refusal_response(refusal: &crate::transport::jsonrpc::Refusal) -> Response {
+    jsonrpc_error(StatusCode::BAD_REQUEST, refusal.code, &refusal.message)
 }
