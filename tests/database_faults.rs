@@ -273,6 +273,23 @@ fn retries_logged(client: &StdioClient) -> usize {
 }
 
 /// The server is still the process it was and logged no panic.
+/// What every test checks at its end: the same server process still serves, the task
+/// counters match the tasks, and no acknowledged write is missing; closes the client and
+/// returns the writes lost (0, or the assertion failed).
+async fn finish(
+    client: StdioClient,
+    pid: u32,
+    db: &PgTestDb,
+    acknowledged: &[(String, String)],
+) -> usize {
+    assert_server_healthy(&client, pid);
+    assert_task_counts_consistent(db).await;
+    let writes_lost = lost_writes(db, acknowledged).await;
+    assert_eq!(writes_lost, 0);
+    client.close().await;
+    writes_lost
+}
+
 fn assert_server_healthy(client: &StdioClient, pid: u32) {
     assert_eq!(
         client.pid(),
@@ -437,11 +454,7 @@ async fn connections_killed_mid_transaction_end_cleanly_and_the_server_recovers(
         listed["tasks"].as_array().expect("tasks").len(),
         acknowledged.len()
     );
-    assert_server_healthy(&client, pid);
-    assert_task_counts_consistent(&db).await;
-    let writes_lost = lost_writes(&db, &acknowledged).await;
-    assert_eq!(writes_lost, 0);
-    client.close().await;
+    let writes_lost = finish(client, pid, &db, &acknowledged).await;
 
     record(Evidence {
         class: "connections killed mid-transaction",
@@ -644,11 +657,7 @@ async fn a_statement_past_the_timeout_fails_busy_and_changes_nothing() {
             .call_ok("add_task", json!({"title": "added in time"}))
             .await,
     ));
-    assert_server_healthy(&client, pid);
-    assert_task_counts_consistent(&db).await;
-    let writes_lost = lost_writes(&db, &acknowledged).await;
-    assert_eq!(writes_lost, 0);
-    client.close().await;
+    let writes_lost = finish(client, pid, &db, &acknowledged).await;
 
     record(Evidence {
         class: "statement timeout",
@@ -733,11 +742,7 @@ async fn an_exhausted_pool_fails_fast_with_unavailable_and_recovers() {
             .await,
     ));
     client.call_ok("list_tasks", json!({})).await;
-    assert_server_healthy(&client, pid);
-    assert_task_counts_consistent(&db).await;
-    let writes_lost = lost_writes(&db, &acknowledged).await;
-    assert_eq!(writes_lost, 0);
-    client.close().await;
+    let writes_lost = finish(client, pid, &db, &acknowledged).await;
 
     record(Evidence {
         class: "pool exhaustion",
@@ -836,11 +841,7 @@ async fn serialization_failures_and_deadlocks_are_retried_a_bounded_number_of_ti
             .call_ok("add_task", json!({"title": "no fault"}))
             .await,
     ));
-    assert_server_healthy(&client, pid);
-    assert_task_counts_consistent(&db).await;
-    let writes_lost = lost_writes(&db, &acknowledged).await;
-    assert_eq!(writes_lost, 0);
-    client.close().await;
+    let writes_lost = finish(client, pid, &db, &acknowledged).await;
 
     record(Evidence {
         class: "serialization failures and deadlocks",
@@ -994,11 +995,7 @@ async fn a_connection_lost_before_commit_is_retried_and_at_commit_is_reported_am
         acknowledged.len() as i64,
         "one task per key"
     );
-    assert_server_healthy(&client, pid);
-    assert_task_counts_consistent(&db).await;
-    let writes_lost = lost_writes(&db, &acknowledged).await;
-    assert_eq!(writes_lost, 0);
-    client.close().await;
+    let writes_lost = finish(client, pid, &db, &acknowledged).await;
 
     record(Evidence {
         class: "connection lost at commit",
