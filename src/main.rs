@@ -185,10 +185,15 @@ enum TokenAction {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Stdio { .. } = cli.command {
+        // One client, one call at a time: a single worker spares every hop between tasks
+        // (stdin reader, server, database connection, stdout writer) a cross-thread wake-up
+        // and the idle worker's spinning. (Multi-threaded still: diesel's migration harness
+        // needs `block_in_place`.)
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("todo-mcp: cannot start the async runtime: {error}");

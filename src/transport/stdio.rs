@@ -10,7 +10,12 @@ use crate::tools::{Identity, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::pin::Pin;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
@@ -30,12 +35,12 @@ pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
 
-    let writer = tokio::spawn(write_lines(tokio::io::stdout(), outgoing));
+    let writer = tokio::spawn(write_lines(stdout(), outgoing));
     let forward = {
         let to_stdout = to_stdout.clone();
         tokio::spawn(forward_server_messages(server_messages, to_stdout))
     };
-    let reader = tokio::spawn(read_lines(tokio::io::stdin(), to_server, to_stdout));
+    let reader = tokio::spawn(read_lines(stdin(), to_server, to_stdout));
 
     let transport = (
         PollSender::new(from_server),
@@ -52,6 +57,45 @@ pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result
     let _ = forward.await;
     let _ = writer.await;
     Ok(())
+}
+
+/// stdin for the async reader. A pipe (what MCP clients give a server) is read in
+/// non-blocking mode through the runtime's event loop; tokio's own stdin, for anything else
+/// (a file, a terminal), reads on a blocking thread, a thread hop for every message.
+fn stdin() -> Pin<Box<dyn AsyncRead + Send>> {
+    let pipe = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|fd| pipe::Receiver::from_file(File::from(fd)).ok());
+    match pipe {
+        Some(pipe) => Box::pin(pipe),
+        None => Box::pin(tokio::io::stdin()),
+    }
+}
+
+/// stdout for the async writer: a pipe in non-blocking mode, as for [`stdin`], unless
+/// stderr shares it (`2>&1`): non-blocking mode belongs to the pipe, not the descriptor,
+/// and the log's plain blocking writes to stderr must not meet it.
+fn stdout() -> Pin<Box<dyn AsyncWrite + Send>> {
+    let out = std::io::stdout();
+    let shared_with_stderr = match (fstat(out.as_fd()), fstat(std::io::stderr().as_fd())) {
+        (Some(out), Some(err)) => out.dev() == err.dev() && out.ino() == err.ino(),
+        _ => true,
+    };
+    let pipe = (!shared_with_stderr)
+        .then(|| out.as_fd().try_clone_to_owned().ok())
+        .flatten()
+        .and_then(|fd| pipe::Sender::from_file(File::from(fd)).ok());
+    match pipe {
+        Some(pipe) => Box::pin(pipe),
+        None => Box::pin(tokio::io::stdout()),
+    }
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> Option<std::fs::Metadata> {
+    let file = File::from(fd.try_clone_to_owned().ok()?);
+    file.metadata().ok()
 }
 
 /// Reads stdin line by line: JSON-RPC messages go to the server, anything else is answered
