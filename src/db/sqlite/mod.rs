@@ -1,25 +1,64 @@
 //! SQLite, the embedded default: one file, WAL mode, foreign keys on.
+//!
+//! SQLite's calls run on the calling thread ([`OnCallingThread`]): a statement on the
+//! local file takes microseconds, less than handing it to a blocking thread and back
+//! (which was most of an add_task's time). The one call that can wait long, taking the
+//! file's write lock while another process holds it, is made not to wait: it fails at
+//! once and [`begin_immediate`] waits asynchronously, holding no thread, before trying
+//! again.
 
 pub mod schema;
 
-use super::{ConnectErrors, DbError, PoolOptions};
+use super::{ConnectErrors, DbError, PoolOptions, is_contention_message};
 use diesel::connection::AnsiTransactionManager;
+use diesel::result::Error as DieselError;
 use diesel::{ConnectionError, SqliteConnection};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-pub type Connection = SyncConnectionWrapper<SqliteConnection>;
+pub type Connection = SyncConnectionWrapper<SqliteConnection, OnCallingThread>;
 pub type Pool = diesel_async::pooled_connection::bb8::Pool<Connection>;
 
-/// Applied to every new connection. The busy timeout lets writers from several
-/// processes queue for the file's write lock instead of failing at once.
+/// Runs each SQLite call on the thread that polls it (see the module's comment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnCallingThread;
+
+impl SpawnBlocking for OnCallingThread {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        async move { Ok(task()) }.boxed()
+    }
+
+    fn get_runtime() -> Self {
+        OnCallingThread
+    }
+}
+
+/// Applied to every new connection, waiting for the write lock (a migration in another
+/// process, say) up to 5 s, like [`LOCK_WAIT`], while it opens.
 const CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
 PRAGMA foreign_keys = ON;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;";
+
+/// Once open, a pooled connection never blocks its thread on a lock: SQLite reports a held
+/// lock at once, and [`begin_immediate`] (the only call that takes the write lock: in WAL
+/// mode reads and commits don't wait) waits for it asynchronously.
+const DONT_WAIT_FOR_LOCKS: &str = "PRAGMA busy_timeout = 0;";
+
+/// How long a transaction waits for another process to release the file's write lock
+/// before the call fails with "storage busy, retry".
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens one connection outside the pool (for migrations), creating the file's folder.
 pub async fn establish(path: &Path) -> Result<Connection, DbError> {
@@ -50,6 +89,9 @@ pub async fn pool(
             conn.spawn_blocking(register_unicode_lower)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.batch_execute(DONT_WAIT_FOR_LOCKS)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
         }
         .boxed()
@@ -70,12 +112,27 @@ fn register_unicode_lower(conn: &mut SqliteConnection) -> diesel::QueryResult<()
     })
 }
 
-/// `BEGIN IMMEDIATE` takes the write lock up front (see `Database::begin`).
+/// `BEGIN IMMEDIATE` takes the write lock up front (see `Database::begin`). While another
+/// process holds it, waits without holding a thread, in growing pauses, up to [`LOCK_WAIT`].
 pub async fn begin_immediate(conn: &mut Connection) -> diesel::QueryResult<()> {
-    conn.spawn_blocking(|inner| {
-        AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
-    })
-    .await
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let begun = conn
+            .spawn_blocking(|inner| {
+                AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
+            })
+            .await;
+        match begun {
+            Err(DieselError::DatabaseError(_, info))
+                if is_contention_message(info.message()) && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            begun => return begun,
+        }
+    }
 }
 
 fn ensure_parent_dir(path: &Path) -> Result<(), DbError> {
