@@ -4,6 +4,7 @@
 //! records of tool calls not tied to a conversation of the caller's choosing.
 
 use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use crate::db::sql::CachedDsl;
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
@@ -342,6 +343,7 @@ async fn count_append(
             c::message_count.eq(c::message_count + 1),
         ))
         .returning((c::status, c::message_count))
+        .cached()
         .get_result(conn)
         .await
         .optional()?
@@ -472,6 +474,7 @@ pub async fn set_summary(
             c::updated_at.eq(at),
         ))
         .returning(c::conversations::all_columns())
+        .cached()
         .get_result(conn)
         .await
         .optional()?
@@ -501,6 +504,7 @@ pub async fn archive(
             c::updated_at.eq(at),
         ))
         .returning(c::conversations::all_columns())
+        .cached()
         .get_result(conn)
         .await
         .optional()?

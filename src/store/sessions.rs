@@ -3,6 +3,7 @@
 
 use super::{StoreError, UserId, now};
 use crate::db::Tx;
+use crate::db::sql::CachedDsl;
 use crate::on_backend;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -24,6 +25,7 @@ pub async fn save(tx: &mut Tx, id: &str, user: &UserId, state: &Value) -> Result
             .on_conflict(s::id)
             .do_update()
             .set((s::state.eq(state), s::updated_at.eq(at)))
+            .cached()
             .execute(conn)
             .await?
     });

@@ -1,7 +1,7 @@
 //! Tasks: a user's to-do items.
 
 use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
-use crate::db::sql::{coalesce, lower};
+use crate::db::sql::{CachedDsl, coalesce, lower};
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
@@ -226,6 +226,7 @@ pub async fn complete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task
             t::updated_at.eq(at),
         ))
         .returning(t::tasks::all_columns())
+        .cached()
         .get_result(conn)
         .await
         .optional()?
@@ -302,6 +303,7 @@ pub async fn update(
             None => statement
                 .set(fields)
                 .returning(t::tasks::all_columns())
+                .cached()
                 .get_result(conn)
                 .await
                 .optional()?,
@@ -313,6 +315,7 @@ pub async fn update(
                     t::completed_at.eq(coalesce(t::completed_at, Some(at))),
                 ))
                 .returning(t::tasks::all_columns())
+                .cached()
                 .get_result(conn)
                 .await
                 .optional()?,
@@ -323,6 +326,7 @@ pub async fn update(
                     t::completed_at.eq(None::<DateTime<Utc>>),
                 ))
                 .returning(t::tasks::all_columns())
+                .cached()
                 .get_result(conn)
                 .await
                 .optional()?,
@@ -370,6 +374,7 @@ async fn change_task_count(tx: &mut Tx, user: &UserId, by: i32) -> Result<i32, S
         diesel::update(u::users.filter(u::id.eq(user.as_str())))
             .set(u::task_count.eq(u::task_count + by))
             .returning(u::task_count)
+            .cached()
             .get_result(conn)
             .await
             .optional()?
