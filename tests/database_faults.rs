@@ -517,7 +517,8 @@ async fn killed_idle_pool_connections_do_not_fail_the_next_call() {
         .await;
         let killed = terminate_server_backends(&observer, &db, true).await;
         assert!(killed.len() >= pool, "{pool} idle expected, found {idle:?}");
-        // The pool has no check-out query: the next call meets each dead connection at BEGIN.
+        // The pool has no check-out query: the next call meets each dead connection at its
+        // BEGIN (sent with the first statement), and runs again on another.
         let title = format!("after {} idle connections were killed", killed.len());
         let (ended, elapsed) = call(&client, "add_task", json!({"title": title})).await;
         cases += 1;
@@ -894,7 +895,8 @@ async fn a_connection_lost_before_commit_is_retried_and_at_commit_is_reported_am
     let (mut cases, mut clear) = (0, 0);
 
     // Cut before the INSERT reaches PostgreSQL: nothing was saved, so the call runs again
-    // on a new connection. (First add_task of this server: its connections have not
+    // on a new connection. (The transaction's BEGIN travels with the INSERT, so the cut
+    // also meets it: the server sees a connection closed before anything ran.) (First add_task of this server: its connections have not
     // prepared the INSERT yet, so its text goes over the wire.)
     let title = "cut before the insert";
     proxy.arm(br#"INSERT INTO "tasks""#, Cut::BeforeForwarding);

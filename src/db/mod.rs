@@ -14,11 +14,13 @@ mod url;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, TransactionManager,
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use pg::Opening;
 pub use types::DbUuid;
 pub use url::DatabaseUrl;
 
@@ -33,6 +35,11 @@ pub enum DbError {
     /// saved: the whole transaction can safely run again on another connection.
     #[error("storage connection lost, retry: {0}")]
     ConnectionLost(String),
+    /// The pooled connection turned out closed (the server restarted, or an idle reaper
+    /// ended it) when the transaction's first statement went out: nothing ran, so the
+    /// transaction can run again on another connection at no cost.
+    #[error("storage connection was closed before the call began, retry: {0}")]
+    StaleConnection(String),
     /// The connection broke while committing: the transaction may or may not be saved.
     #[error(
         "storage connection lost while committing, so the change may or may not have been saved \
@@ -57,18 +64,24 @@ impl DbError {
     /// Whether running the whole transaction again may succeed, and is safe because
     /// nothing of the failed attempt was committed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DbError::ConnectionLost(_) | DbError::Contention(_))
+        matches!(
+            self,
+            DbError::ConnectionLost(_) | DbError::StaleConnection(_) | DbError::Contention(_)
+        )
     }
 }
 
 impl From<DieselError> for DbError {
     fn from(error: DieselError) -> Self {
         use DatabaseErrorKind as Kind;
+        if is_connection_loss(&error) {
+            let message = match &error {
+                DieselError::DatabaseError(_, info) => info.message().to_owned(),
+                _ => "the connection's transaction state was lost".into(),
+            };
+            return DbError::ConnectionLost(message);
+        }
         match &error {
-            DieselError::DatabaseError(
-                Kind::ClosedConnection | Kind::UnableToSendCommand,
-                info,
-            ) => DbError::ConnectionLost(info.message().to_owned()),
             DieselError::DatabaseError(Kind::SerializationFailure, info) => {
                 DbError::Contention(info.message().to_owned())
             }
@@ -76,19 +89,27 @@ impl From<DieselError> for DbError {
                 let message = info.message();
                 if is_contention_message(message) {
                     DbError::Contention(message.to_owned())
-                } else if is_connection_loss_message(message) {
-                    DbError::ConnectionLost(message.to_owned())
                 } else if message.contains("statement timeout") {
                     DbError::Timeout(message.to_owned())
                 } else {
                     DbError::Query(error)
                 }
             }
-            DieselError::BrokenTransactionManager => {
-                DbError::ConnectionLost("the connection's transaction state was lost".into())
-            }
             _ => DbError::Query(error),
         }
+    }
+}
+
+/// Whether the connection broke under `error`: nothing more can run on it.
+pub(crate) fn is_connection_loss(error: &DieselError) -> bool {
+    use DatabaseErrorKind as Kind;
+    match error {
+        DieselError::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _) => true,
+        DieselError::DatabaseError(Kind::Unknown, info) => {
+            is_connection_loss_message(info.message())
+        }
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
     }
 }
 
@@ -218,39 +239,33 @@ impl Database {
 
     /// Starts a transaction on a pooled connection, scoped to `scope`.
     ///
-    /// On PostgreSQL one round trip sends `BEGIN` with the transaction's settings: the
-    /// statement timeout and the user that row-level security confines it to. SQLite's
-    /// begins `IMMEDIATE`, taking the write lock up front, so concurrent writers wait on
-    /// the busy timeout instead of failing when a read transaction tries to upgrade.
-    ///
-    /// A connection found dead at BEGIN (nothing was sent on it) is dropped and another
-    /// tried, up to once per pooled connection, so a pool full of connections a restarted
-    /// server closed costs no caller an error.
+    /// On PostgreSQL nothing is sent yet: the `BEGIN` batch, with the transaction's
+    /// settings (the statement timeout, and the user that row-level security confines it
+    /// to), goes out with the first statement, in the same round trip (see
+    /// [`pg::Session`]). SQLite's begins `IMMEDIATE`, taking the write lock up front, so
+    /// concurrent writers wait for it instead of failing when a read transaction tries to
+    /// upgrade.
     pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
-        let mut tries = self.max_connections + 1;
-        loop {
-            let mut conn = self.checkout().await?;
-            let begun = match &mut conn {
-                Conn::Postgres(c) => {
-                    let sql = pg::begin_sql(scope, self.statement_timeout);
-                    AnsiTransactionManager::begin_transaction_sql(&mut **c, &sql).await
-                }
-                Conn::Sqlite(c) => sqlite::begin_immediate(c).await,
-            };
-            match begun.map_err(DbError::from) {
-                Ok(()) => {
-                    return Ok(Tx {
-                        conn,
-                        in_transaction: true,
-                    });
-                }
-                Err(DbError::ConnectionLost(cause)) if tries > 1 => {
-                    tracing::debug!(%cause, "pooled connection dead at BEGIN; taking another");
-                    tries -= 1;
-                }
-                Err(error) => return Err(error),
+        let mut conn = self.checkout().await?;
+        let opening = match &mut conn {
+            Conn::Postgres(_) => Opening::Pending(pg::begin_sql(scope, self.statement_timeout)),
+            Conn::Sqlite(c) => {
+                sqlite::begin_immediate(c).await?;
+                Opening::Sent
             }
-        }
+        };
+        Ok(Tx {
+            conn,
+            opening,
+            in_transaction: true,
+            finished: false,
+        })
+    }
+
+    /// How many connections the pool holds at most: as many as can be found closed in a
+    /// row after a server restart.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
     }
 
     /// A connection for one unscoped read outside any transaction (each statement commits
@@ -263,7 +278,9 @@ impl Database {
         }
         Ok(Tx {
             conn: self.checkout().await?,
+            opening: Opening::Sent,
             in_transaction: false,
+            finished: false,
         })
     }
 
@@ -282,8 +299,16 @@ impl Database {
 
     /// Checks that a connection can be had and answers a trivial query.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let tx = self.begin(Scope::System).await?;
-        tx.rollback().await
+        use crate::on_backend;
+        use diesel::IntoSql;
+        use diesel::sql_types::Integer;
+        let mut tx = self.autocommit().await?;
+        let one: i32 = on_backend!(tx, |conn| {
+            diesel_async::RunQueryDsl::get_result(diesel::select(1.into_sql::<Integer>()), conn)
+                .await?
+        });
+        debug_assert_eq!(one, 1);
+        tx.commit().await
     }
 }
 
@@ -310,11 +335,22 @@ pub enum Conn {
 /// dropped (a cancelled call) leaves its connection marked broken, and the pool discards it.
 pub struct Tx {
     pub conn: Conn,
+    /// PostgreSQL's `BEGIN`, sent with the first statement (used by [`on_backend!`]).
+    #[doc(hidden)]
+    pub opening: Opening,
     /// False for [`Database::autocommit`]: nothing to commit or roll back.
     in_transaction: bool,
+    /// Committed or rolled back: the connection is clean.
+    finished: bool,
 }
 
 impl Tx {
+    /// Whether the transaction's connection turned out closed before anything ran on it;
+    /// the error it gave is then [`DbError::StaleConnection`]-worthy.
+    pub fn found_dead(&self) -> bool {
+        matches!(self.opening, Opening::FoundDead)
+    }
+
     /// Commits. A connection lost during COMMIT is reported as
     /// [`DbError::CommitOutcomeUnknown`], never as retryable: the server may have
     /// committed before the connection broke.
@@ -322,20 +358,18 @@ impl Tx {
         if !self.in_transaction {
             return Ok(());
         }
-        let committed: Result<(), DieselError> = match &mut self.conn {
-            Conn::Postgres(c) => {
-                <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
-                    &mut **c,
-                )
-                .await
-            }
-            Conn::Sqlite(c) => {
+        let committed: Result<(), DieselError> = match (&mut self.conn, &self.opening) {
+            // Nothing was sent: there is no transaction to commit.
+            (Conn::Postgres(_), Opening::Pending(_)) => Ok(()),
+            (Conn::Postgres(c), _) => c.batch_execute("COMMIT").await,
+            (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,
                 )
                 .await
             }
         };
+        self.finished = true;
         committed.map_err(|error| match DbError::from(error) {
             DbError::ConnectionLost(message) => DbError::CommitOutcomeUnknown(message),
             other => other,
@@ -346,27 +380,43 @@ impl Tx {
         if !self.in_transaction {
             return Ok(());
         }
-        match &mut self.conn {
-            Conn::Postgres(c) => {
-                <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
-                    &mut **c,
-                )
-                .await?
-            }
-            Conn::Sqlite(c) => {
+        match (&mut self.conn, &self.opening) {
+            (Conn::Postgres(_), Opening::Pending(_) | Opening::FoundDead) => {}
+            (Conn::Postgres(c), Opening::Sent) => c.batch_execute("ROLLBACK").await?,
+            (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::rollback_transaction(
                     &mut **c,
                 )
                 .await?
             }
         }
+        self.finished = true;
         Ok(())
+    }
+}
+
+impl Drop for Tx {
+    /// A PostgreSQL transaction left open (its call was cancelled, or its ROLLBACK failed)
+    /// must not go back to the pool: marking the connection's transaction state broken
+    /// makes the pool discard it. (SQLite's transaction manager tracks its own.)
+    fn drop(&mut self) {
+        if let (Conn::Postgres(c), false, true, Opening::Sent) = (
+            &mut self.conn,
+            self.finished,
+            self.in_transaction,
+            &self.opening,
+        ) {
+            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut **c)
+                .set_in_error();
+        }
     }
 }
 
 /// Runs a diesel query body against whichever backend `$tx` holds.
 ///
-/// Inside the body, `$conn` is the backend's connection and `schema` its table module;
+/// Inside the body, `$conn` is the backend's connection (on PostgreSQL, a [`pg::Session`]
+/// that sends the transaction's pending `BEGIN` with the first statement) and `schema` its
+/// table module;
 /// the body is compiled once per backend, so it must type-check against both.
 #[macro_export]
 macro_rules! on_backend {
@@ -375,7 +425,8 @@ macro_rules! on_backend {
             $crate::db::Conn::Postgres(pooled) => {
                 #[allow(unused_imports)]
                 use $crate::db::pg::schema;
-                let $conn: &mut diesel_async::AsyncPgConnection = &mut *pooled;
+                let mut session = $crate::db::pg::Session::new(&mut **pooled, &mut $tx.opening);
+                let $conn: &mut $crate::db::pg::Session<'_> = &mut session;
                 $body
             }
             $crate::db::Conn::Sqlite(pooled) => {

@@ -132,6 +132,7 @@ impl StoreError {
             StoreError::Db(
                 DbError::Unavailable(_)
                 | DbError::ConnectionLost(_)
+                | DbError::StaleConnection(_)
                 | DbError::CommitOutcomeUnknown(_),
             ) => "unavailable",
             StoreError::Db(DbError::Contention(_) | DbError::Timeout(_)) => "busy",

@@ -111,10 +111,7 @@ impl TodoServer {
         let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
         match record_destination(&mut tx, call, true).await {
             Ok(destination) => Ok((tx, destination)),
-            Err(error) => {
-                rollback(tx).await;
-                Err(error)
-            }
+            Err(error) => Err(abandon(tx, error).await),
         }
     }
 
@@ -151,20 +148,33 @@ impl TodoServer {
                 tx.commit().await?;
                 Ok(value)
             }
-            Err(error) => {
-                rollback(tx).await;
-                Err(error)
-            }
+            Err(error) => Err(abandon(tx, error).await),
         }
     }
 
-    /// Whether to run a failed attempt again, after a pause if so.
-    async fn retry_after(&self, call: &Call, attempt: u32, error: &StoreError) -> bool {
-        if !error.is_retryable() || attempt >= ATTEMPTS {
+    /// Whether to run a failed attempt again, after a pause if so. An attempt that met a
+    /// connection already closed ran nothing and runs again at once, not counted, up to
+    /// once per pooled connection (a restarted server leaves the whole pool closed).
+    async fn retry_after(
+        &self,
+        call: &Call,
+        attempt: &mut u32,
+        stale_connections: &mut u32,
+        error: &StoreError,
+    ) -> bool {
+        if let StoreError::Db(DbError::StaleConnection(cause)) = error
+            && *stale_connections < self.db.max_connections()
+        {
+            tracing::info!(tool = %call.tool, user = %call.user, %cause, "retrying the call's transaction on another connection: its pooled one was closed");
+            *stale_connections += 1;
+            return true;
+        }
+        if !error.is_retryable() || *attempt >= ATTEMPTS {
             return false;
         }
+        *attempt += 1;
         tracing::info!(tool = %call.tool, user = %call.user, attempt, %error, "retrying the call's transaction");
-        tokio::time::sleep(backoff(attempt)).await;
+        tokio::time::sleep(backoff(*attempt - 1)).await;
         true
     }
 
@@ -201,6 +211,7 @@ macro_rules! transact {
         let server: &$crate::tools::TodoServer = $server;
         let call: &$crate::tools::Call = &$call;
         let mut attempt = 1;
+        let mut stale_connections = 0;
         loop {
             let outcome = match server.begin_call(call).await {
                 Ok((mut tx, destination)) => {
@@ -214,7 +225,10 @@ macro_rules! transact {
                 Err(error) => Err(error),
             };
             match outcome {
-                Err(error) if server.retry_after(call, attempt, &error).await => attempt += 1,
+                Err(error)
+                    if server
+                        .retry_after(call, &mut attempt, &mut stale_connections, &error)
+                        .await => {}
                 outcome => {
                     break outcome
                         .map(rmcp::Json)
@@ -291,6 +305,19 @@ async fn record_destination(
         Err(StoreError::Db(error)) => Err(StoreError::Db(error)),
         Err(_) => Ok(calls_log),
     }
+}
+
+/// Rolls back a failed attempt. An error met on a connection that turned out already
+/// closed becomes [`DbError::StaleConnection`]: nothing of the attempt ran.
+async fn abandon(tx: Tx, error: StoreError) -> StoreError {
+    let error = match error {
+        StoreError::Db(DbError::ConnectionLost(cause)) if tx.found_dead() => {
+            StoreError::Db(DbError::StaleConnection(cause))
+        }
+        error => error,
+    };
+    rollback(tx).await;
+    error
 }
 
 async fn rollback(tx: Tx) {

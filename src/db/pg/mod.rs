@@ -1,7 +1,10 @@
 //! PostgreSQL, the production backend: plain on loopback, TLS (rustls) when the URL asks.
 
 pub mod schema;
+mod session;
 mod tls;
+
+pub use session::{Opening, Session};
 
 use super::{ConnectErrors, DbError, PoolOptions, Scope};
 use diesel::ConnectionError;
@@ -131,8 +134,8 @@ pub fn pool(connector: Connector, options: &PoolOptions, errors: &ConnectErrors)
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     // No test query on every check-out (a round trip per call): a connection the server
     // closed (a restart, pg_terminate_backend, an idle reaper) is already known closed,
-    // and is discarded at check-out; one that dies unnoticed fails at BEGIN, which
-    // `Database::begin` retries on another.
+    // and is discarded at check-out; one that dies unnoticed fails at its transaction's
+    // BEGIN, and a tool call runs again on another (`tools::TodoServer::retry_after`).
     config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
         let broken = conn.is_broken();
         async move {

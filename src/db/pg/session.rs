@@ -1,0 +1,109 @@
+//! A PostgreSQL transaction's connection, whose `BEGIN` travels with its first statement.
+
+use crate::db::is_connection_loss;
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel_async::{AsyncConnectionCore, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+/// Where a transaction's opening `BEGIN` batch stands.
+#[derive(Debug)]
+pub enum Opening {
+    /// Not sent yet: it goes out with the first statement.
+    Pending(String),
+    /// Sent (or none needed, outside a transaction).
+    Sent,
+    /// The connection was found closed when the batch was sent: nothing ran on it.
+    FoundDead,
+}
+
+/// The connection a PostgreSQL transaction's queries run on (`$conn` in
+/// [`crate::on_backend!`]).
+///
+/// `Database::begin` sends nothing: the `BEGIN` batch, with its `SET LOCAL`s, goes out
+/// with the transaction's first statement, pipelined, which saves every call a round trip.
+/// They reach the server in order because a simple query (the batch) is written to the
+/// connection when its future is first polled, and `join!` polls it before the statement's
+/// (which may first need a Parse of its own). If the order ever broke, the statement would
+/// run without `todo.user_id`, and row-level security would refuse it: loudly, not silently.
+pub struct Session<'a> {
+    conn: &'a mut AsyncPgConnection,
+    opening: &'a mut Opening,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(conn: &'a mut AsyncPgConnection, opening: &'a mut Opening) -> Self {
+        Session { conn, opening }
+    }
+}
+
+/// Runs `statement`, preceded on the wire by the pending `BEGIN` batch, if any. A failed
+/// `BEGIN` is the error reported (the statement's failure follows from it).
+fn after_opening<'c, R: Send + 'c>(
+    conn: &'c AsyncPgConnection,
+    opening: &'c mut Opening,
+    statement: BoxFuture<'c, QueryResult<R>>,
+) -> BoxFuture<'c, QueryResult<R>> {
+    let Opening::Pending(sql) = std::mem::replace(opening, Opening::Sent) else {
+        return statement;
+    };
+    async move {
+        let mut shared = conn;
+        let (begun, result) = futures_util::join!(shared.batch_execute(&sql), statement);
+        match begun {
+            Ok(()) => result,
+            Err(error) => {
+                if is_connection_loss(&error) {
+                    *opening = Opening::FoundDead;
+                }
+                Err(error)
+            }
+        }
+    }
+    .boxed()
+}
+
+impl SimpleAsyncConnection for Session<'_> {
+    async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        let conn: &AsyncPgConnection = self.conn;
+        let statement = async move {
+            let mut shared = conn;
+            shared.batch_execute(query).await
+        }
+        .boxed();
+        after_opening(conn, self.opening, statement).await
+    }
+}
+
+impl AsyncConnectionCore for Session<'_> {
+    type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
+    type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<Self::Stream<'conn, 'query>>>;
+    type Stream<'conn, 'query> = <AsyncPgConnection as AsyncConnectionCore>::Stream<'conn, 'query>;
+    type Row<'conn, 'query> = <AsyncPgConnection as AsyncConnectionCore>::Row<'conn, 'query>;
+    type Backend = Pg;
+
+    fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<Pg> + QueryId + 'query,
+    {
+        let conn: &'conn AsyncPgConnection = self.conn;
+        // Renders the SQL and binds now; the future only sends them.
+        let statement = AsyncConnectionCore::load(&mut { conn }, source);
+        after_opening(conn, self.opening, statement)
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Pg> + QueryId + 'query,
+    {
+        let conn: &'conn AsyncPgConnection = self.conn;
+        let statement = AsyncConnectionCore::execute_returning_count(&mut { conn }, source);
+        after_opening(conn, self.opening, statement)
+    }
+}
