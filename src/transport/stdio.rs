@@ -11,7 +11,7 @@ use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::pin::Pin;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -35,12 +35,13 @@ pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
 
-    let writer = tokio::spawn(write_lines(stdout(), outgoing));
+    let mut restore = RestoreBlocking::default();
+    let writer = tokio::spawn(write_lines(stdout(&mut restore), outgoing));
     let forward = {
         let to_stdout = to_stdout.clone();
         tokio::spawn(forward_server_messages(server_messages, to_stdout))
     };
-    let reader = tokio::spawn(read_lines(stdin(), to_server, to_stdout));
+    let reader = tokio::spawn(read_lines(stdin(&mut restore), to_server, to_stdout));
 
     let transport = (
         PollSender::new(from_server),
@@ -56,37 +57,35 @@ pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result
     reader.abort();
     let _ = forward.await;
     let _ = writer.await;
+    drop(restore);
     Ok(())
 }
 
 /// stdin for the async reader. A pipe (what MCP clients give a server) is read in
 /// non-blocking mode through the runtime's event loop; tokio's own stdin, for anything else
-/// (a file, a terminal), reads on a blocking thread, a thread hop for every message.
-fn stdin() -> Pin<Box<dyn AsyncRead + Send>> {
-    let pipe = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .and_then(|fd| pipe::Receiver::from_file(File::from(fd)).ok());
-    match pipe {
+/// (a file, a terminal, a socket), reads on a blocking thread, a thread hop per message.
+fn stdin(restore: &mut RestoreBlocking) -> Pin<Box<dyn AsyncRead + Send>> {
+    let input = std::io::stdin();
+    match restore.non_blocking_pipe(input.as_fd(), pipe::Receiver::from_file) {
         Some(pipe) => Box::pin(pipe),
         None => Box::pin(tokio::io::stdin()),
     }
 }
 
 /// stdout for the async writer: a pipe in non-blocking mode, as for [`stdin`], unless
-/// stderr shares it (`2>&1`): non-blocking mode belongs to the pipe, not the descriptor,
-/// and the log's plain blocking writes to stderr must not meet it.
-fn stdout() -> Pin<Box<dyn AsyncWrite + Send>> {
-    let out = std::io::stdout();
-    let shared_with_stderr = match (fstat(out.as_fd()), fstat(std::io::stderr().as_fd())) {
+/// stderr shares it (`2>&1`): the log's plain blocking writes to stderr must not meet
+/// non-blocking mode, which belongs to the pipe, not to one descriptor.
+fn stdout(restore: &mut RestoreBlocking) -> Pin<Box<dyn AsyncWrite + Send>> {
+    let output = std::io::stdout();
+    let shared_with_stderr = match (fstat(output.as_fd()), fstat(std::io::stderr().as_fd())) {
         (Some(out), Some(err)) => out.dev() == err.dev() && out.ino() == err.ino(),
         _ => true,
     };
-    let pipe = (!shared_with_stderr)
-        .then(|| out.as_fd().try_clone_to_owned().ok())
-        .flatten()
-        .and_then(|fd| pipe::Sender::from_file(File::from(fd)).ok());
+    let pipe = if shared_with_stderr {
+        None
+    } else {
+        restore.non_blocking_pipe(output.as_fd(), pipe::Sender::from_file)
+    };
     match pipe {
         Some(pipe) => Box::pin(pipe),
         None => Box::pin(tokio::io::stdout()),
@@ -94,8 +93,38 @@ fn stdout() -> Pin<Box<dyn AsyncWrite + Send>> {
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> Option<std::fs::Metadata> {
-    let file = File::from(fd.try_clone_to_owned().ok()?);
-    file.metadata().ok()
+    File::from(fd.try_clone_to_owned().ok()?).metadata().ok()
+}
+
+/// The pipes put in non-blocking mode, put back in blocking mode when the session ends:
+/// the mode belongs to the pipe, which other processes may share (a shell running this
+/// server inside a pipeline writes to the same stdout after it).
+#[derive(Default)]
+struct RestoreBlocking(Vec<OwnedFd>);
+
+impl RestoreBlocking {
+    /// `open` (tokio's `from_file`, which checks that `fd` is a pipe and sets non-blocking
+    /// mode) on a duplicate of `fd`; `None` when it is not a pipe.
+    fn non_blocking_pipe<P>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        open: impl FnOnce(File) -> std::io::Result<P>,
+    ) -> Option<P> {
+        let kept = fd.try_clone_to_owned().ok()?;
+        let pipe = open(File::from(fd.try_clone_to_owned().ok()?)).ok()?;
+        self.0.push(kept);
+        Some(pipe)
+    }
+}
+
+impl Drop for RestoreBlocking {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+                let _ = rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::NONBLOCK);
+            }
+        }
+    }
 }
 
 /// Reads stdin line by line: JSON-RPC messages go to the server, anything else is answered
