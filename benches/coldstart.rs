@@ -9,6 +9,8 @@
 //! across machines: spawning `/bin/true`, `todo-mcp --version` (the binary's own floor),
 //! and `psql -c 'select 1'` (a process that connects to PostgreSQL once).
 
+#[path = "shared/binaries.rs"]
+mod binaries;
 #[path = "load/client.rs"]
 #[allow(dead_code)]
 mod client;
@@ -21,6 +23,8 @@ mod entry;
 #[path = "load/options.rs"]
 #[allow(dead_code)]
 mod options;
+#[path = "shared/run_info.rs"]
+mod run_info;
 #[path = "load/server.rs"]
 #[allow(dead_code)]
 mod server;
@@ -38,11 +42,12 @@ use clap::Parser;
 use client::{Client, Request, StdioClient};
 use database::BenchDatabase;
 use options::Backend;
+use run_info::RunInfo;
 use serde_json::{Value, json};
 use server::ServerBinary;
 use shared::{markdown_table, ms};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -212,10 +217,7 @@ async fn run(options: Options) -> anyhow::Result<bool> {
     let load_before = system::load_average();
     let names: Vec<&str> = options.backends.iter().map(|b| b.name()).collect();
     let log_dir = shared::log_dir("coldstart", &names.join("-"))?;
-    let server_path = options
-        .server_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_todo-mcp")));
+    let server_path = binaries::server(options.server_bin.as_deref());
     let mut server_version = String::new();
 
     let mut results = Vec::new();
@@ -255,7 +257,10 @@ async fn run(options: Options) -> anyhow::Result<bool> {
             }
             let version = database.inspect().await?.server_version().await?;
             if backend == Backend::Postgres {
-                let psql = options.psql.clone().unwrap_or_else(find_psql);
+                let psql = options
+                    .psql
+                    .clone()
+                    .unwrap_or_else(|| binaries::postgres_tool("psql"));
                 let command = ProcessCommand {
                     label: "psql -c 'select 1'".into(),
                     program: psql,
@@ -305,27 +310,25 @@ async fn run(options: Options) -> anyhow::Result<bool> {
     .await?;
 
     let report = Report {
-        date: chrono::Utc::now(),
-        command: shared::command_line("coldstart"),
-        machine: system::machine_description(),
-        load_before,
-        server: format!("{server_version} ({})", server_path.display()),
-        commit: system::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        run: RunInfo::collect(
+            shared::command_line("coldstart"),
+            load_before,
+            &server_version,
+            &server_path,
+        ),
         results,
         true_baseline,
         version_baseline,
         psql_baseline,
         log_dir,
     };
-    let text = report.text();
-    print!("{text}");
-    let summary = report.json();
-    if options.save {
-        let name = format!("stdio-coldstart-{}", names.join("-"));
-        let path = shared::save(&options.results_dir, report.date, &name, &text, &summary)?;
-        println!("saved: {}", path.display());
-    }
-    println!("{summary}");
+    shared::print_report(
+        &report.text(),
+        &report.json(),
+        options.save.then_some(options.results_dir.as_path()),
+        report.run.date,
+        &format!("stdio-coldstart-{}", names.join("-")),
+    )?;
     Ok(true)
 }
 
@@ -411,31 +414,8 @@ async fn time_process(
     Ok((command.label.clone(), Spread::of(&times)))
 }
 
-/// The newest /usr/lib/postgresql/*/bin/psql, else `psql` on PATH.
-fn find_psql() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let path = entry.path().join("bin/psql");
-            path.is_file().then_some((version, path))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map_or_else(|| PathBuf::from("psql"), |(_, path)| path)
-}
-
 struct Report {
-    date: chrono::DateTime<chrono::Utc>,
-    command: String,
-    machine: String,
-    load_before: String,
-    server: String,
-    commit: Option<String>,
+    run: RunInfo,
     results: Vec<BackendResult>,
     true_baseline: (String, Spread),
     version_baseline: (String, Spread),
@@ -457,26 +437,7 @@ impl Report {
             "# todo-mcp cold start: stdio, spawn to the tools/list answer"
         );
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "date:     {}",
-            self.date.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        let _ = writeln!(out, "command:  {}", self.command);
-        let _ = writeln!(
-            out,
-            "machine:  {} (load average before the run: {})",
-            self.machine, self.load_before
-        );
-        let _ = writeln!(
-            out,
-            "server:   {}{}",
-            self.server,
-            self.commit
-                .as_deref()
-                .map(|c| format!(" (commit {c})"))
-                .unwrap_or_default()
-        );
+        self.run.write_lines(&mut out);
         for result in &self.results {
             let _ = writeln!(out, "database: {}", result.database);
         }
@@ -598,9 +559,9 @@ impl Report {
             .map(|(what, spread)| (what.clone(), spread.to_json()))
             .collect();
         json!({
-            "date": self.date.to_rfc3339(),
-            "commit": self.commit,
-            "load_before": self.load_before,
+            "date": self.run.date.to_rfc3339(),
+            "commit": self.run.commit,
+            "load_before": self.run.load_before,
             "transport": "stdio",
             "bench": "coldstart",
             "backends": backends,

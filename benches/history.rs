@@ -11,6 +11,10 @@
 //! the target: the latest page's p99 under 5 ms at 100,000 messages and 10,000
 //! conversations.
 
+/// For the server's path only: this bench starts no PostgreSQL tool.
+#[path = "shared/binaries.rs"]
+#[allow(dead_code)]
+mod binaries;
 #[path = "load/client.rs"]
 #[allow(dead_code)]
 mod client;
@@ -25,6 +29,8 @@ mod measure;
 #[path = "load/options.rs"]
 #[allow(dead_code)]
 mod options;
+#[path = "shared/run_info.rs"]
+mod run_info;
 #[path = "history/seed.rs"]
 mod seed;
 #[path = "load/server.rs"]
@@ -45,6 +51,7 @@ use database::BenchDatabase;
 use measure::{Operation, StageOutcome, StageSettings};
 use options::Backend;
 use rand::SeedableRng;
+use run_info::RunInfo;
 use seed::{Seeded, Seeder};
 use serde_json::{Value, json};
 use server::ServerBinary;
@@ -166,28 +173,23 @@ async fn run(options: Options) -> anyhow::Result<bool> {
 
     let report = Report {
         header: Header {
-            load_before,
+            run: RunInfo {
+                load_before,
+                ..header.run
+            },
             log_dir,
             ..header
         },
         stages,
         options: &options,
     };
-    let text = report.text();
-    print!("{text}");
-    let summary = report.json();
-    if options.save {
-        let name = format!("stdio-history-{}", options.backend.name());
-        let path = shared::save(
-            &options.results_dir,
-            report.header.date,
-            &name,
-            &text,
-            &summary,
-        )?;
-        println!("saved: {}", path.display());
-    }
-    println!("{summary}");
+    shared::print_report(
+        &report.text(),
+        &report.json(),
+        options.save.then_some(options.results_dir.as_path()),
+        report.header.run.date,
+        &format!("stdio-history-{}", options.backend.name()),
+    )?;
     Ok(report.passed())
 }
 
@@ -232,12 +234,8 @@ async fn measure_stages(
     database: &BenchDatabase,
     log_dir: &Path,
 ) -> anyhow::Result<(Header, Vec<Stage>)> {
-    let server_path = options
-        .server_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_todo-mcp")));
     let server = ServerBinary::new(
-        server_path,
+        binaries::server(options.server_bin.as_deref()),
         database.url(),
         None,
         options.server_log.clone(),
@@ -296,12 +294,12 @@ async fn measure_stages(
 
     let database_version = database.inspect().await?.server_version().await?;
     let header = Header {
-        date: chrono::Utc::now(),
-        command: shared::command_line("history"),
-        machine: system::machine_description(),
-        load_before: String::new(),
-        server: format!("{server_version} ({})", server.path().display()),
-        commit: system::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        run: RunInfo::collect(
+            shared::command_line("history"),
+            String::new(),
+            &server_version,
+            server.path(),
+        ),
         database: format!("{}, {}", database.describe(), database_version),
         log_dir: PathBuf::new(),
     };
@@ -309,12 +307,7 @@ async fn measure_stages(
 }
 
 struct Header {
-    date: chrono::DateTime<chrono::Utc>,
-    command: String,
-    machine: String,
-    load_before: String,
-    server: String,
-    commit: Option<String>,
+    run: RunInfo,
     database: String,
     log_dir: PathBuf,
 }
@@ -387,22 +380,7 @@ impl Report<'_> {
             o.backend.name()
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "date:     {}", h.date.format("%Y-%m-%d %H:%M:%S UTC"));
-        let _ = writeln!(out, "command:  {}", h.command);
-        let _ = writeln!(
-            out,
-            "machine:  {} (load average before the run: {})",
-            h.machine, h.load_before
-        );
-        let _ = writeln!(
-            out,
-            "server:   {}{}",
-            h.server,
-            h.commit
-                .as_deref()
-                .map(|c| format!(" (commit {c})"))
-                .unwrap_or_default()
-        );
+        h.run.write_lines(&mut out);
         let _ = writeln!(out, "database: {}", h.database);
         let _ = writeln!(
             out,
@@ -615,9 +593,9 @@ impl Report<'_> {
             })
         });
         json!({
-            "date": h.date.to_rfc3339(),
-            "commit": h.commit,
-            "load_before": h.load_before,
+            "date": h.run.date.to_rfc3339(),
+            "commit": h.run.commit,
+            "load_before": h.run.load_before,
             "transport": "stdio",
             "bench": "history",
             "backend": self.options.backend.name(),

@@ -10,6 +10,8 @@
 
 #[path = "load/baseline.rs"]
 mod baseline;
+#[path = "shared/binaries.rs"]
+mod binaries;
 #[path = "load/client.rs"]
 mod client;
 #[path = "load/database.rs"]
@@ -20,6 +22,8 @@ mod entry;
 mod options;
 #[path = "load/report.rs"]
 mod report;
+#[path = "shared/run_info.rs"]
+mod run_info;
 #[path = "load/runner.rs"]
 mod runner;
 #[path = "load/server.rs"]
@@ -38,6 +42,7 @@ use clap::Parser;
 use database::{BenchDatabase, USER_PREFIX};
 use options::{Bound, Mix, Options, Transport};
 use report::{Baseline, Header, Memory, Report};
+use run_info::RunInfo;
 use runner::{RunSettings, Target};
 use server::{HttpServer, ServerBinary};
 use std::path::{Path, PathBuf};
@@ -107,12 +112,8 @@ async fn measure(
     load_before: String,
 ) -> anyhow::Result<Report> {
     let bound = options.bound()?;
-    let server_path = options
-        .server_bin
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_todo-mcp")));
     let server = ServerBinary::new(
-        server_path,
+        binaries::server(options.server_bin.as_deref()),
         database.url(),
         options.pool_size,
         options.server_log.clone(),
@@ -188,12 +189,7 @@ async fn measure(
     let (latency, per_tool) = outcome.samples.summarize();
     Ok(Report {
         header: Header {
-            date: chrono::Utc::now(),
-            command: command_line(),
-            machine: system::machine_description(),
-            load_before,
-            server: format!("{server_version} ({})", server.path().display()),
-            commit: system::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+            run: RunInfo::collect(command_line(), load_before, &server_version, server.path()),
             database: format!("{}, {}", database.describe(), database_version),
             transport: options.transport.name(),
             mix: options.mix_name(),
@@ -289,7 +285,7 @@ async fn run_baseline(
         pgbench: options
             .pgbench
             .clone()
-            .unwrap_or_else(baseline::find_pgbench),
+            .unwrap_or_else(|| binaries::postgres_tool("pgbench")),
         database_url: &url,
         database: name,
         clients: options.clients,

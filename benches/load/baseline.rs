@@ -95,24 +95,6 @@ pub struct BaselineSettings<'a> {
     pub work_dir: &'a Path,
 }
 
-/// The newest /usr/lib/postgresql/*/bin/pgbench, else `pgbench` from PATH.
-pub fn find_pgbench() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let path = entry.path().join("bin/pgbench");
-            path.is_file().then_some((version, path))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map_or_else(|| PathBuf::from("pgbench"), |(_, path)| path)
-}
-
 /// Sets up pgbench's users on the database, writes the script and runs it.
 pub async fn run(
     script: Script,

@@ -1,6 +1,7 @@
 //! The run's report: human-readable text, a one-line JSON summary, and the saved file.
 
 use crate::baseline::BaselineResult;
+use crate::run_info::RunInfo;
 use crate::stats::{Errors, Latency, millis};
 use crate::system::{CpuShares, cpu_per_call};
 use crate::verify::Verification;
@@ -13,13 +14,7 @@ use std::time::Duration;
 
 /// What was run, where, and when.
 pub struct Header {
-    pub date: chrono::DateTime<chrono::Utc>,
-    pub command: String,
-    pub machine: String,
-    /// Load averages when the run started (other work on the machine skews the figures).
-    pub load_before: String,
-    pub server: String,
-    pub commit: Option<String>,
+    pub run: RunInfo,
     pub database: String,
     pub transport: &'static str,
     pub mix: String,
@@ -100,22 +95,7 @@ impl Report {
             h.bound,
             h.warmup.as_secs_f64()
         );
-        let _ = writeln!(out, "date:     {}", h.date.format("%Y-%m-%d %H:%M:%S UTC"));
-        let _ = writeln!(out, "command:  {}", h.command);
-        let _ = writeln!(
-            out,
-            "machine:  {} (load average before the run: {})",
-            h.machine, h.load_before
-        );
-        let _ = writeln!(
-            out,
-            "server:   {}{}",
-            h.server,
-            h.commit
-                .as_deref()
-                .map(|c| format!(" (commit {c})"))
-                .unwrap_or_default()
-        );
+        h.run.write_lines(&mut out);
         let _ = writeln!(out, "database: {}", h.database);
         let _ = writeln!(out);
         let _ = writeln!(
@@ -293,9 +273,9 @@ impl Report {
             _ => Value::Null,
         };
         json!({
-            "date": h.date.to_rfc3339(),
-            "commit": h.commit,
-            "load_before": h.load_before,
+            "date": h.run.date.to_rfc3339(),
+            "commit": h.run.commit,
+            "load_before": h.run.load_before,
             "transport": h.transport,
             "mix": h.mix,
             "backend": h.backend,
@@ -334,7 +314,7 @@ impl Report {
         let h = &self.header;
         let stem = format!(
             "{}-{}-{}-{}",
-            h.date.format("%Y-%m-%d"),
+            h.run.date.format("%Y-%m-%d"),
             h.transport,
             h.mix,
             h.backend

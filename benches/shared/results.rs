@@ -1,5 +1,5 @@
-//! What the `history` and `coldstart` benches share: markdown tables, the saved report
-//! (named like the load generator's), the command line as run.
+//! What the `history` and `coldstart` benches share: markdown tables, the printed and saved
+//! report (named like the load generator's), the command line as run.
 
 use anyhow::Context;
 use serde_json::Value;
@@ -26,10 +26,28 @@ pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Prints the report, with `save_to` (--save) also saves it (see `save`) and says where,
+/// then prints the JSON summary as the last line, as `load` does.
+pub fn print_report(
+    text: &str,
+    summary: &Value,
+    save_to: Option<&Path>,
+    date: chrono::DateTime<chrono::Utc>,
+    name: &str,
+) -> anyhow::Result<()> {
+    print!("{text}");
+    if let Some(dir) = save_to {
+        let path = save(dir, date, name, text, summary)?;
+        println!("saved: {}", path.display());
+    }
+    println!("{summary}");
+    Ok(())
+}
+
 /// Writes `text` with `summary: <json>` as its last line to
 /// `<dir>/<date>-<transport>-<workload>-<backend>.txt`, as `load --save` does (with `-2`,
 /// `-3`… if the name is taken).
-pub fn save(
+fn save(
     dir: &Path,
     date: chrono::DateTime<chrono::Utc>,
     name: &str,
