@@ -517,8 +517,9 @@ async fn killed_idle_pool_connections_do_not_fail_the_next_call() {
         .await;
         let killed = terminate_server_backends(&observer, &db, true).await;
         assert!(killed.len() >= pool, "{pool} idle expected, found {idle:?}");
-        // The pool has no check-out query: the next call meets each dead connection at its
-        // BEGIN (sent with the first statement), and runs again on another.
+        // The pool has no check-out query: a connection whose backend is gone is usually
+        // known closed already and discarded at check-out; one not yet known closed is met
+        // at its BEGIN (sent with the first statement), and the call runs again on another.
         let title = format!("after {} idle connections were killed", killed.len());
         let (ended, elapsed) = call(&client, "add_task", json!({"title": title})).await;
         cases += 1;
