@@ -303,11 +303,10 @@ impl Database {
         use diesel::IntoSql;
         use diesel::sql_types::Integer;
         let mut tx = self.autocommit().await?;
-        let one: i32 = on_backend!(tx, |conn| {
+        let _: i32 = on_backend!(tx, |conn| {
             diesel_async::RunQueryDsl::get_result(diesel::select(1.into_sql::<Integer>()), conn)
                 .await?
         });
-        debug_assert_eq!(one, 1);
         tx.commit().await
     }
 }
@@ -361,7 +360,12 @@ impl Tx {
         let committed: Result<(), DieselError> = match (&mut self.conn, &self.opening) {
             // Nothing was sent: there is no transaction to commit.
             (Conn::Postgres(_), Opening::Pending(_)) => Ok(()),
-            (Conn::Postgres(c), _) => c.batch_execute("COMMIT").await,
+            (Conn::Postgres(_), Opening::FoundDead) => {
+                return Err(DbError::StaleConnection(
+                    "the connection was closed before the transaction began".into(),
+                ));
+            }
+            (Conn::Postgres(c), Opening::Sent) => c.batch_execute("COMMIT").await,
             (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,

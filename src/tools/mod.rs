@@ -172,9 +172,9 @@ impl TodoServer {
         if !error.is_retryable() || *attempt >= ATTEMPTS {
             return false;
         }
+        tracing::info!(tool = %call.tool, user = %call.user, attempt = *attempt, %error, "retrying the call's transaction");
+        tokio::time::sleep(backoff(*attempt)).await;
         *attempt += 1;
-        tracing::info!(tool = %call.tool, user = %call.user, attempt, %error, "retrying the call's transaction");
-        tokio::time::sleep(backoff(*attempt - 1)).await;
         true
     }
 
