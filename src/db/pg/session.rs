@@ -26,8 +26,9 @@ pub enum Opening {
 /// with the transaction's first statement, pipelined, which saves every call a round trip.
 /// They reach the server in order because a simple query (the batch) is written to the
 /// connection when its future is first polled, and `join!` polls it before the statement's
-/// (which may first need a Parse of its own). If the order ever broke, the statement would
-/// run without `todo.user_id`, and row-level security would refuse it: loudly, not silently.
+/// (which may first need a Parse of its own). If the order ever broke, the first statement
+/// would run outside the transaction, without `todo.user_id`: `tests/transactions.rs`
+/// checks that it sees the `SET LOCAL`s and shares the second statement's transaction.
 pub struct Session<'a> {
     conn: &'a mut AsyncPgConnection,
     opening: &'a mut Opening,
@@ -46,8 +47,12 @@ fn after_opening<'c, R: Send + 'c>(
     opening: &'c mut Opening,
     statement: BoxFuture<'c, QueryResult<R>>,
 ) -> BoxFuture<'c, QueryResult<R>> {
-    let Opening::Pending(sql) = std::mem::replace(opening, Opening::Sent) else {
-        return statement;
+    let sql = match std::mem::replace(opening, Opening::Sent) {
+        Opening::Pending(sql) => sql,
+        other => {
+            *opening = other;
+            return statement;
+        }
     };
     async move {
         let mut shared = conn;
