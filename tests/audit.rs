@@ -149,6 +149,32 @@ impl Session {
         message
     }
 
+    /// Starts a conversation (recorded in "Tool activity") and returns its id.
+    async fn start_conversation(&mut self, arguments: Value) -> String {
+        let started = self
+            .ok(Dest::Activity, "start_conversation", arguments)
+            .await;
+        str_at(&started, "/conversation/id").to_string()
+    }
+
+    /// Archives `chat_id`, then checks that it takes no message (a `conflict`); both calls
+    /// recorded in "Tool activity".
+    async fn archive_then_refuse_a_message(&mut self, chat_id: &str, content: &str) {
+        self.ok(
+            Dest::Activity,
+            "archive_conversation",
+            json!({ "conversation_id": chat_id }),
+        )
+        .await;
+        self.err(
+            Dest::Activity,
+            "append_message",
+            json!({ "conversation_id": chat_id, "role": "user", "content": content }),
+            "conflict",
+        )
+        .await;
+    }
+
     /// Reads `dest`'s whole history (recorded as a call, in `recorded_in`) and checks that it
     /// holds exactly the expected entries, in order. Returns the history.
     async fn verify(&mut self, dest: Dest, recorded_in: Dest) -> Value {
@@ -255,14 +281,7 @@ async fn every_call_is_recorded_where_and_as_it_happened(db: TestDb) {
     use Dest::Activity;
     let mut s = Session::start(&db, "auditor").await;
 
-    let chat = s
-        .ok(
-            Activity,
-            "start_conversation",
-            json!({ "title": "groceries" }),
-        )
-        .await;
-    let chat_id = str_at(&chat, "/conversation/id").to_string();
+    let chat_id = s.start_conversation(json!({ "title": "groceries" })).await;
     let chat = Dest::Conversation(chat_id.clone());
     let asked = s
         .ok(
@@ -406,10 +425,7 @@ async fn every_call_is_recorded_where_and_as_it_happened(db: TestDb) {
     .await;
 
     // Big results are recorded by size only.
-    let big = s
-        .ok(Activity, "start_conversation", json!({ "title": "big" }))
-        .await;
-    let big_id = str_at(&big, "/conversation/id").to_string();
+    let big_id = s.start_conversation(json!({ "title": "big" })).await;
     let appended = s
         .ok(
             Activity,
@@ -425,19 +441,7 @@ async fn every_call_is_recorded_where_and_as_it_happened(db: TestDb) {
     )
     .await;
 
-    s.ok(
-        Activity,
-        "archive_conversation",
-        json!({ "conversation_id": chat_id }),
-    )
-    .await;
-    s.err(
-        Activity,
-        "append_message",
-        json!({ "conversation_id": chat_id, "role": "user", "content": "too late" }),
-        "conflict",
-    )
-    .await;
+    s.archive_then_refuse_a_message(&chat_id, "too late").await;
 
     // Every conversation of the user holds exactly what it should, and nothing else exists.
     let listed = s
@@ -475,8 +479,7 @@ async fn every_call_is_recorded_where_and_as_it_happened(db: TestDb) {
 /// an ordinary conversation, for "Tool activity" and for the reads log.
 async fn reading_a_history_twice_returns_the_same(db: TestDb) {
     let mut s = Session::start(&db, "reader").await;
-    let chat = s.ok(Dest::Activity, "start_conversation", json!({})).await;
-    let chat_id = str_at(&chat, "/conversation/id").to_string();
+    let chat_id = s.start_conversation(json!({})).await;
     s.ok(
         Dest::Activity,
         "append_message",
@@ -573,10 +576,7 @@ async fn failed_calls_change_nothing_and_are_recorded(db: TestDb) {
     );
 
     // A summary that names a message outside the conversation sets nothing.
-    let chat = s
-        .ok(Activity, "start_conversation", json!({ "title": "c" }))
-        .await;
-    let chat_id = str_at(&chat, "/conversation/id").to_string();
+    let chat_id = s.start_conversation(json!({ "title": "c" })).await;
     s.err(
         Activity,
         "set_conversation_summary",
@@ -585,19 +585,7 @@ async fn failed_calls_change_nothing_and_are_recorded(db: TestDb) {
     )
     .await;
     // An archived conversation takes no message.
-    s.ok(
-        Activity,
-        "archive_conversation",
-        json!({ "conversation_id": chat_id }),
-    )
-    .await;
-    s.err(
-        Activity,
-        "append_message",
-        json!({ "conversation_id": chat_id, "role": "user", "content": "late" }),
-        "conflict",
-    )
-    .await;
+    s.archive_then_refuse_a_message(&chat_id, "late").await;
     let history = s
         .ok(
             Activity,
@@ -622,8 +610,7 @@ async fn failed_calls_change_nothing_and_are_recorded(db: TestDb) {
 /// is `invalid_argument: ...` naming the field, recorded with that kind and message.
 async fn undeserializable_arguments_fail_with_a_kind_and_are_recorded(db: TestDb) {
     let mut s = Session::start(&db, "sloppy").await;
-    let chat = s.ok(Dest::Activity, "start_conversation", json!({})).await;
-    let chat_id = str_at(&chat, "/conversation/id").to_string();
+    let chat_id = s.start_conversation(json!({})).await;
     let cases = [
         ("list_tasks", json!({ "limit": "ten" }), "`limit`"),
         (
@@ -668,8 +655,7 @@ async fn postgres_records_are_jsonb_and_owned_by_the_conversation_owner() {
     let mut calls = 0;
     for user in ["owner-a", "owner-b"] {
         let mut s = Session::start(&db, user).await;
-        let chat = s.ok(Dest::Activity, "start_conversation", json!({})).await;
-        let chat_id = str_at(&chat, "/conversation/id").to_string();
+        let chat_id = s.start_conversation(json!({})).await;
         let chat = Dest::Conversation(chat_id.clone());
         s.ok(
             Dest::Activity,

@@ -9,23 +9,15 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::cli::{create_token_with, describe_output};
+use support::jwt::sign;
 use support::{TestDb, assert_success, connect_stdio, create_token, expect_stdio_exit, todo_mcp};
 
 const JWT_SECRET: &str = "auth-test-jwt-secret";
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encoding a test JWT")
-}
 
 fn in_an_hour() -> i64 {
     chrono::Utc::now().timestamp() + 3600

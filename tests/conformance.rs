@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
-use support::{PgTestDb, TestDb, cli, jsonrpc, node, start_http};
+use support::{HttpServer, PgTestDb, TestDb, cli, jsonrpc, node, start_http};
 
 /// Scenarios that apply to every server: they must run and pass, and may never be listed as
 /// expected failures.
@@ -154,6 +154,15 @@ fn results_dir(run: &str) -> PathBuf {
 }
 
 /// Writes to the process's stderr directly, bypassing the test harness's output capture.
+/// What a failed assertion shows: the summary, the suite's output and the server's log.
+fn failure_context(summary: &str, out: &Output, server: &HttpServer) -> String {
+    format!(
+        "{summary}\n--- conformance output ---\n{}\n--- server stderr ---\n{}",
+        cli::describe_output(out),
+        server.stderr()
+    )
+}
+
 fn report(text: &str) {
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(text.as_bytes());
@@ -264,13 +273,7 @@ async fn suite_passes_with_only_inapplicable_scenarios_failing(db: TestDb) {
     let results = read_results(&out_dir);
     let summary = summary(&run, &results, &expected, &out, &out_dir);
     report(&summary);
-    let context = || {
-        format!(
-            "{summary}\n--- conformance output ---\n{}\n--- server stderr ---\n{}",
-            cli::describe_output(&out),
-            server.stderr()
-        )
-    };
+    let context = || failure_context(&summary, &out, &server);
 
     for scenario in MUST_PASS {
         let result = results
@@ -352,13 +355,7 @@ async fn multiple_sse_streams_pass_with_sessions() {
     let results = read_results(&out_dir);
     let summary = summary(run, &results, &[], &out, &out_dir);
     report(&summary);
-    let context = || {
-        format!(
-            "{summary}\n--- conformance output ---\n{}\n--- server stderr ---\n{}",
-            cli::describe_output(&out),
-            server.stderr()
-        )
-    };
+    let context = || failure_context(&summary, &out, &server);
     assert_eq!(
         results.keys().collect::<Vec<_>>(),
         [SCENARIO],

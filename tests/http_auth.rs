@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::cli::create_token_with;
 use support::jsonrpc::{
     PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
 };
+use support::jwt::sign_hs256;
 use support::{HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
 
 const JWT_SECRET: &str = "http-auth-test-jwt-secret";
@@ -243,22 +243,13 @@ async fn get_sse(server: &HttpServer, auth: Option<&str>) -> reqwest::Response {
 // Credentials and assertions
 // ---------------------------------------------------------------------------------------------
 
-fn sign(claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encoding a test JWT")
-}
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// A JWT for `sub` valid for an hour, signed with [`JWT_SECRET`].
 fn valid_jwt(sub: &str) -> String {
-    sign(&json!({"sub": sub, "exp": now() + 3600}), JWT_SECRET)
+    sign_hs256(&json!({"sub": sub, "exp": now() + 3600}), JWT_SECRET)
 }
 
 /// A credential the server must refuse, and why.
@@ -321,7 +312,7 @@ fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
         },
         BadCredential {
             what: "an expired JWT",
-            auth: bearer(&sign(
+            auth: bearer(&sign_hs256(
                 &json!({"sub": "mallory", "exp": now() - 3600}),
                 JWT_SECRET,
             )),
@@ -329,7 +320,7 @@ fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
         },
         BadCredential {
             what: "a JWT signed with the wrong secret",
-            auth: bearer(&sign(
+            auth: bearer(&sign_hs256(
                 &json!({"sub": "mallory", "exp": now() + 3600}),
                 "not-the-secret",
             )),
@@ -337,7 +328,7 @@ fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
         },
         BadCredential {
             what: "a JWT without exp",
-            auth: bearer(&sign(&json!({"sub": "mallory"}), JWT_SECRET)),
+            auth: bearer(&sign_hs256(&json!({"sub": "mallory"}), JWT_SECRET)),
             refusal: Refusal::InvalidToken(NOT_VALID),
         },
     ]

@@ -82,6 +82,32 @@ async fn assert_still_serving(server: &HttpServer, token: Option<&str>, db: &PgT
     assert_eq!(found, vec![json!({"title": "still serving"})]);
 }
 
+/// With `Host: host`, `/healthz` answers and an `add_task` (sent with `Origin: origin`) adds
+/// a task titled after the host.
+async fn assert_host_accepted(server: &HttpServer, token: &str, host: &str, origin: &str) {
+    let health = send(
+        http()
+            .get(format!("{}/healthz", server.base_url()))
+            .header("host", host),
+    )
+    .await;
+    assert_eq!(
+        health.status,
+        StatusCode::OK,
+        "Host {host}: {}",
+        health.body
+    );
+    let reply = send(
+        mcp_request(server, Some(token))
+            .header("host", host)
+            .header("origin", origin)
+            .body(add_task(3, host).to_string()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "Host {host}: {}", reply.body);
+    assert_eq!(task_in(&reply, 3).expect("a task")["title"], host);
+}
+
 async fn task_count(db: &PgTestDb) -> i64 {
     let rows = db.query_json("SELECT count(*) AS n FROM tasks").await;
     rows[0]["n"].as_i64().expect("a count")
@@ -300,27 +326,7 @@ async fn foreign_hosts_and_origins_are_refused() {
         format!("LOCALHOST:{port}"),
         "localhost".to_owned(),
     ] {
-        let health = send(
-            http()
-                .get(format!("{}/healthz", server.base_url()))
-                .header("host", &host),
-        )
-        .await;
-        assert_eq!(
-            health.status,
-            StatusCode::OK,
-            "Host {host}: {}",
-            health.body
-        );
-        let reply = send(
-            mcp_request(&server, Some(&token))
-                .header("host", &host)
-                .header("origin", format!("http://{host}"))
-                .body(add_task(3, &host).to_string()),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::OK, "Host {host}: {}", reply.body);
-        assert_eq!(task_in(&reply, 3).expect("a task")["title"], host.as_str());
+        assert_host_accepted(&server, &token, &host, &format!("http://{host}")).await;
     }
     assert_eq!(task_count(&db).await, 4);
     // The legacy session, opened through the guard, still works.
@@ -341,27 +347,7 @@ async fn allowed_host_adds_a_name_and_only_that_name() {
         "todo.example.com:443",
         "TODO.example.com",
     ] {
-        let reply = send(
-            mcp_request(&server, Some(&token))
-                .header("host", host)
-                .header("origin", "https://todo.example.com")
-                .body(add_task(1, host).to_string()),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::OK, "Host {host}: {}", reply.body);
-        assert_eq!(task_in(&reply, 1).expect("a task")["title"], host);
-        let health = send(
-            http()
-                .get(format!("{}/healthz", server.base_url()))
-                .header("host", host),
-        )
-        .await;
-        assert_eq!(
-            health.status,
-            StatusCode::OK,
-            "Host {host}: {}",
-            health.body
-        );
+        assert_host_accepted(&server, &token, host, "https://todo.example.com").await;
     }
     assert_eq!(task_count(&db).await, 3);
 

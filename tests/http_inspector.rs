@@ -95,6 +95,14 @@ async fn inspect_http(url: &str, transport: &str, token: Option<&str>, args: &[&
     inspect(&all).await
 }
 
+/// The Inspector's arguments for one `add_task` call, then `arguments` (how its own
+/// arguments are given).
+fn add_task_call<'a>(arguments: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--method", "tools/call", "--tool-name", "add_task"];
+    all.extend_from_slice(arguments);
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspector_lists_and_calls_tools_over_http_with_a_bearer_token() {
     let db = PgTestDb::new().await;
@@ -119,15 +127,11 @@ async fn inspector_lists_and_calls_tools_over_http_with_a_bearer_token() {
         &mcp,
         "http",
         Some(&token),
-        &[
-            "--method",
-            "tools/call",
-            "--tool-name",
-            "add_task",
+        &add_task_call(&[
             "--tool-arg",
             "title=milk from the inspector",
             "idempotency_key=inspector-1",
-        ],
+        ]),
     )
     .await
     .expect_code(0);
@@ -153,14 +157,7 @@ async fn inspector_lists_and_calls_tools_over_http_with_a_bearer_token() {
         &mcp,
         "http",
         Some(&token),
-        &[
-            "--method",
-            "tools/call",
-            "--tool-name",
-            "add_task",
-            "--tool-args-json",
-            r#"{"title": ""}"#,
-        ],
+        &add_task_call(&["--tool-args-json", r#"{"title": ""}"#]),
     )
     .await
     .expect_code(5);
@@ -219,14 +216,7 @@ async fn inspector_without_a_valid_token_exits_auth_required_and_changes_nothing
     let server = start_http(db.url(), &[], &[]).await;
     let mcp = server.mcp_url();
     let sse = format!("{}/sse", server.base_url());
-    let add = [
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "add_task",
-        "--tool-arg",
-        "title=should not exist",
-    ];
+    let add = add_task_call(&["--tool-arg", "title=should not exist"]);
 
     for (url, transport, token, reason) in [
         (&mcp, "http", None, "send `Authorization: Bearer <token>`"),
@@ -298,16 +288,9 @@ async fn inspector_over_stdio_passes_the_environment_with_e() {
         .expect_code(0);
     assert_eq!(listed.tool_names(), TOOL_NAMES, "{}", listed.describe());
 
-    let added = inspect(&stdio(&[
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "add_task",
-        "--tool-arg",
-        "title=over stdio",
-    ]))
-    .await
-    .expect_code(0);
+    let added = inspect(&stdio(&add_task_call(&["--tool-arg", "title=over stdio"])))
+        .await
+        .expect_code(0);
     let task_id = added.result()["structuredContent"]["task"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no task id\n{}", added.describe()))
@@ -349,16 +332,9 @@ async fn inspector_over_stdio_on_sqlite_without_a_token_is_the_local_user() {
         all.extend_from_slice(args);
         all.iter().map(|a| a.to_string()).collect::<Vec<String>>()
     };
-    let added = inspect(&stdio(&[
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "add_task",
-        "--tool-arg",
-        "title=local milk",
-    ]))
-    .await
-    .expect_code(0);
+    let added = inspect(&stdio(&add_task_call(&["--tool-arg", "title=local milk"])))
+        .await
+        .expect_code(0);
     let task_id = added.result()["structuredContent"]["task"]["id"].clone();
     assert!(task_id.is_string(), "{}", added.describe());
     assert!(

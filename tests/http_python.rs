@@ -14,8 +14,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use support::jwt::sign_hs256;
 use support::python::{CallResult, PyClient, RawRun, Session, Transport, call};
 use support::{
     READ_ONLY_TOOLS, SqliteTestDb, TOOL_NAMES, TestDb, connect_stdio, create_token, start_http,
@@ -652,17 +652,8 @@ async fn http_calls_leave_the_same_audit_records_as_stdio(db: TestDb) {
 // Credentials
 // ---------------------------------------------------------------------------------------------
 
-fn sign(claims: &Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encoding a test JWT")
-}
-
 fn jwt(sub: &str, expires_in_secs: i64, secret: &str) -> String {
-    sign(
+    sign_hs256(
         &json!({ "sub": sub, "exp": chrono::Utc::now().timestamp() + expires_in_secs }),
         secret,
     )

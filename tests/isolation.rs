@@ -5,8 +5,8 @@
 
 mod support;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use support::jwt::sign_hs256;
 use support::{StdioClient, TestDb, connect_stdio, create_token};
 use uuid::Uuid;
 
@@ -15,12 +15,7 @@ const JWT_SECRET: &str = "isolation-test-jwt-secret";
 /// An HS256 JWT for `sub`, valid for an hour, signed with [`JWT_SECRET`].
 fn jwt_for(sub: &str) -> String {
     let claims = json!({ "sub": sub, "exp": chrono::Utc::now().timestamp() + 3600 });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("encoding a test JWT")
+    sign_hs256(&claims, JWT_SECRET)
 }
 
 /// A server for `user`, authenticated by an API token issued for them.

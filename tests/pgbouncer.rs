@@ -18,11 +18,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::jsonrpc::{PROTOCOL, tool_call};
+use support::jsonrpc::StatelessCaller;
 use support::pgbouncer::{DEFAULT_POOL_SIZE, PgBouncer};
 use support::reliability::{self, Evidence};
 use support::{HttpServer, PgTestDb, StdioClient, TOOL_NAMES, connect_stdio, start_http};
@@ -58,6 +58,11 @@ fn ids(items: &Value) -> Vec<String> {
         .iter()
         .map(|item| text(item, "id"))
         .collect()
+}
+
+/// The `task` a tool call that must succeed returns (add, update and complete do).
+async fn task_of(client: &StdioClient, tool: &str, arguments: Value) -> Value {
+    client.call_ok(tool, arguments).await["task"].clone()
 }
 
 /// Every task of `list_tasks` for `args`, following its cursor; also the page sizes.
@@ -170,25 +175,13 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
     );
 
     // add_task, idempotent with a key, from either server.
-    let milk = a
-        .call_ok(
-            "add_task",
-            json!({ "title": "milk", "description": "oat", "conversation_id": cid,
-                    "idempotency_key": "turn-1" }),
-        )
-        .await["task"]
-        .clone();
+    let add_milk = json!({ "title": "milk", "description": "oat", "conversation_id": cid,
+                           "idempotency_key": "turn-1" });
+    let milk = task_of(&a, "add_task", add_milk.clone()).await;
     assert_eq!(milk["title"], "milk");
     assert_eq!(milk["description"], "oat");
     assert_eq!(milk["completed"], false);
-    let retry = b
-        .call_ok(
-            "add_task",
-            json!({ "title": "milk", "description": "oat", "conversation_id": cid,
-                    "idempotency_key": "turn-1" }),
-        )
-        .await["task"]
-        .clone();
+    let retry = task_of(&b, "add_task", add_milk).await;
     assert_eq!(
         retry, milk,
         "a retry with the same key returns the same task"
@@ -199,7 +192,7 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
         .enumerate()
     {
         let server = if i % 2 == 0 { &a } else { &b };
-        created.push(server.call_ok("add_task", json!({ "title": title })).await["task"].clone());
+        created.push(task_of(server, "add_task", json!({ "title": title })).await);
     }
     let newest_first: Vec<String> = created.iter().rev().map(|t| text(t, "id")).collect();
 
@@ -213,14 +206,13 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
     assert_eq!(ids(&found["tasks"]), [text(&milk, "id")], "query filter");
 
     // update_task with expected_updated_at: applies once, then conflicts on the stale time.
-    let updated = a
-        .call_ok(
-            "update_task",
-            json!({ "task_id": milk["id"], "title": "oat milk",
-                    "expected_updated_at": milk["updated_at"] }),
-        )
-        .await["task"]
-        .clone();
+    let updated = task_of(
+        &a,
+        "update_task",
+        json!({ "task_id": milk["id"], "title": "oat milk",
+                "expected_updated_at": milk["updated_at"] }),
+    )
+    .await;
     assert_eq!(updated["title"], "oat milk");
     assert_eq!(updated["description"], "oat");
     assert_eq!(updated["created_at"], milk["created_at"]);
@@ -232,29 +224,22 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
         )
         .await;
     assert!(stale.starts_with("conflict: "), "a stale update: {stale}");
-    let current = b
-        .call_ok(
-            "update_task",
-            json!({ "task_id": milk["id"], "description": "",
-                    "expected_updated_at": updated["updated_at"] }),
-        )
-        .await["task"]
-        .clone();
+    let current = task_of(
+        &b,
+        "update_task",
+        json!({ "task_id": milk["id"], "description": "",
+                "expected_updated_at": updated["updated_at"] }),
+    )
+    .await;
     assert_eq!(current["title"], "oat milk");
     assert_eq!(current["description"], Value::Null, "\"\" clears it");
 
     // complete_task, idempotent.
     let eggs = &created[1];
-    let done = a
-        .call_ok("complete_task", json!({ "task_id": eggs["id"] }))
-        .await["task"]
-        .clone();
+    let done = task_of(&a, "complete_task", json!({ "task_id": eggs["id"] })).await;
     assert_eq!(done["completed"], true);
     assert!(done["completed_at"].is_string(), "{done}");
-    let again = b
-        .call_ok("complete_task", json!({ "task_id": eggs["id"] }))
-        .await["task"]
-        .clone();
+    let again = task_of(&b, "complete_task", json!({ "task_id": eggs["id"] })).await;
     assert_eq!(again, done, "completing again changes nothing");
     let (completed, _) = all_tasks(&a, json!({ "status": "completed" })).await;
     assert_eq!(completed, [done]);
@@ -380,21 +365,12 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
 // Many clients at once over HTTP
 // ---------------------------------------------------------------------------------------------
 
-/// Stateless Streamable HTTP `tools/call`s (no `initialize`), each with the user's token.
-struct Client {
-    http: reqwest::Client,
-    next_id: AtomicI64,
-}
+/// The workload's calls; a failure says which call it was.
+struct Client(StatelessCaller);
 
 impl Client {
     fn new() -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("reqwest client"),
-            next_id: AtomicI64::new(1),
-        }
+        Client(StatelessCaller::new(REQUEST_TIMEOUT))
     }
 
     /// One call: its structured content, or what went wrong (status and body, or the tool's
@@ -406,39 +382,11 @@ impl Client {
         tool: &str,
         arguments: Value,
     ) -> Result<Value, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shown = format!("{tool} {arguments}");
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", PROTOCOL)
-            .json(&tool_call(id, tool, arguments))
-            .send()
+        self.0
+            .call(url, token, tool, arguments)
             .await
-            .map_err(|e| format!("{shown}: sending: {e:?}"))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| format!("{shown}: reading the body ({status}): {e:?}"))?;
-        if status != 200 {
-            return Err(format!("{shown}: HTTP {status}: {body}"));
-        }
-        let message = body
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(str::trim)
-            .find(|data| data.starts_with('{'))
-            .or_else(|| Some(body.trim()).filter(|b| b.starts_with('{')))
-            .and_then(|data| serde_json::from_str::<Value>(data).ok())
-            .ok_or_else(|| format!("{shown}: no JSON-RPC message in {body:?}"))?;
-        let result = &message["result"];
-        if message["id"] != id || result["isError"] != false {
-            return Err(format!("{shown}: not a successful result: {message}"));
-        }
-        Ok(result["structuredContent"].clone())
+            .map_err(|failure| format!("{shown}: {failure}"))
     }
 }
 

@@ -19,12 +19,12 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::jsonrpc::{PROTOCOL, tool_call};
+use support::jsonrpc::{CallFailure, StatelessCaller};
 use support::{PgTestDb, create_token, start_http};
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -49,68 +49,21 @@ enum Outcome {
     Unknown(String),
 }
 
-struct Client {
-    http: reqwest::Client,
-    next_id: AtomicI64,
-}
+struct Client(StatelessCaller);
 
 impl Client {
     fn new() -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("reqwest client"),
-            next_id: AtomicI64::new(1),
-        }
+        Client(StatelessCaller::new(REQUEST_TIMEOUT))
     }
 
-    /// One stateless `tools/call` POST.
+    /// One stateless `tools/call` POST; only a refused connection proves nothing happened.
     async fn call(&self, url: &str, token: &str, tool: &str, arguments: Value) -> Outcome {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", PROTOCOL)
-            .json(&tool_call(id, tool, arguments))
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) if e.is_connect() => return Outcome::NotSent(format!("{e:?}")),
-            Err(e) => return Outcome::Unknown(format!("sending: {e:?}")),
-        };
-        let status = response.status();
-        let body = match response.text().await {
-            Ok(body) => body,
-            Err(e) => return Outcome::Unknown(format!("reading the body ({status}): {e:?}")),
-        };
-        if status != 200 {
-            return Outcome::Unknown(format!("{status}: {body}"));
+        match self.0.call(url, token, tool, arguments).await {
+            Ok(content) => Outcome::Done(content),
+            Err(CallFailure::Sending(e)) if e.is_connect() => Outcome::NotSent(format!("{e:?}")),
+            Err(failure) => Outcome::Unknown(failure.to_string()),
         }
-        let Some(message) = jsonrpc_message(&body) else {
-            return Outcome::Unknown(format!("no JSON-RPC message in {body:?}"));
-        };
-        let result = &message["result"];
-        if message["id"] != id || result["isError"] != false {
-            return Outcome::Unknown(format!("not a successful result: {message}"));
-        }
-        Outcome::Done(result["structuredContent"].clone())
     }
-}
-
-/// The JSON-RPC message of an SSE-framed (`data: {...}`) or plain JSON body. Unlike
-/// `jsonrpc::sse_data` it never panics: a body cut short by a dying replica is an unknown
-/// outcome, not a test failure.
-fn jsonrpc_message(body: &str) -> Option<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(str::trim)
-        .find(|data| data.starts_with('{'))
-        .or_else(|| Some(body.trim()).filter(|b| b.starts_with('{')))
-        .and_then(|data| serde_json::from_str(data).ok())
 }
 
 /// An add_task the server acknowledged.

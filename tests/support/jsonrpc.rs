@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// The protocol version the hand-made requests speak.
@@ -96,4 +97,94 @@ pub fn sse_data(body: &str) -> Vec<Value> {
                 .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {data:?}"))
         })
         .collect()
+}
+
+/// Stateless Streamable HTTP `tools/call`s (no `initialize`), each with the user's token and
+/// its own id, for workloads whose failures are counted rather than panicked on.
+pub struct StatelessCaller {
+    http: reqwest::Client,
+    next_id: AtomicI64,
+}
+
+/// Why a [`StatelessCaller::call`] has no result.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The request could not be sent (e.g. the connection was refused).
+    Sending(reqwest::Error),
+    /// Anything after the request was sent: the call may or may not have taken effect.
+    Reply(String),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Sending(e) => write!(f, "sending: {e:?}"),
+            CallFailure::Reply(why) => f.write_str(why),
+        }
+    }
+}
+
+impl StatelessCaller {
+    pub fn new(timeout: Duration) -> StatelessCaller {
+        StatelessCaller {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("reqwest client"),
+            next_id: AtomicI64::new(1),
+        }
+    }
+
+    /// One `tools/call` POST: its structured content if it succeeded.
+    pub async fn call(
+        &self,
+        url: &str,
+        token: &str,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", PROTOCOL)
+            .json(&tool_call(id, tool, arguments))
+            .send()
+            .await
+            .map_err(CallFailure::Sending)?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| CallFailure::Reply(format!("reading the body ({status}): {e:?}")))?;
+        if status != 200 {
+            return Err(CallFailure::Reply(format!("HTTP {status}: {body}")));
+        }
+        let Some(message) = lenient_message(&body) else {
+            return Err(CallFailure::Reply(format!(
+                "no JSON-RPC message in {body:?}"
+            )));
+        };
+        let result = &message["result"];
+        if message["id"] != id || result["isError"] != false {
+            return Err(CallFailure::Reply(format!(
+                "not a successful result: {message}"
+            )));
+        }
+        Ok(result["structuredContent"].clone())
+    }
+}
+
+/// The JSON-RPC message of an SSE-framed (`data: {...}`) or plain JSON body. Unlike
+/// [`sse_data`] it never panics: a body cut short by a dying server is a failed call, not a
+/// test failure.
+pub fn lenient_message(body: &str) -> Option<Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|data| data.starts_with('{'))
+        .or_else(|| Some(body.trim()).filter(|b| b.starts_with('{')))
+        .and_then(|data| serde_json::from_str(data).ok())
 }

@@ -25,6 +25,7 @@
 pub mod cli;
 pub mod http;
 pub mod jsonrpc;
+pub mod jwt;
 pub mod mcp;
 pub mod node;
 pub mod pg;
