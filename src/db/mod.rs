@@ -20,7 +20,6 @@ use diesel_async::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use pg::Opening;
 pub use types::DbUuid;
 pub use url::DatabaseUrl;
 
@@ -247,19 +246,14 @@ impl Database {
     /// upgrade.
     pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
         let mut conn = self.checkout().await?;
-        let opening = match &mut conn {
-            Conn::Postgres(_) => Opening::Pending(pg::begin_sql(scope, self.statement_timeout)),
+        let state = match &mut conn {
+            Conn::Postgres(_) => TxState::Pending(pg::begin_sql(scope, self.statement_timeout)),
             Conn::Sqlite(c) => {
                 sqlite::begin_immediate(c).await?;
-                Opening::Sent
+                TxState::Open
             }
         };
-        Ok(Tx {
-            conn,
-            opening,
-            in_transaction: true,
-            finished: false,
-        })
+        Ok(Tx { conn, state })
     }
 
     /// How many connections the pool holds at most: as many as can be found closed in a
@@ -278,9 +272,7 @@ impl Database {
         }
         Ok(Tx {
             conn: self.checkout().await?,
-            opening: Opening::Sent,
-            in_transaction: false,
-            finished: false,
+            state: TxState::Autocommit,
         })
     }
 
@@ -334,38 +326,48 @@ pub enum Conn {
 /// dropped (a cancelled call) leaves its connection marked broken, and the pool discards it.
 pub struct Tx {
     pub conn: Conn,
-    /// PostgreSQL's `BEGIN`, sent with the first statement (used by [`on_backend!`]).
+    /// Where the transaction stands (advanced by [`pg::Session`] in [`on_backend!`]).
     #[doc(hidden)]
-    pub opening: Opening,
-    /// False for [`Database::autocommit`]: nothing to commit or roll back.
-    in_transaction: bool,
+    pub state: TxState,
+}
+
+/// Where a [`Tx`] stands.
+#[derive(Debug)]
+pub enum TxState {
+    /// [`Database::autocommit`]: no transaction, nothing to commit or roll back.
+    Autocommit,
+    /// PostgreSQL: the `BEGIN` batch, not sent yet; it goes out with the first statement.
+    Pending(String),
+    /// Begun, on the server.
+    Open,
+    /// PostgreSQL: the connection was found closed when the `BEGIN` batch went out, so
+    /// nothing ran on it.
+    FoundDead,
     /// Committed or rolled back: the connection is clean.
-    finished: bool,
+    Ended,
 }
 
 impl Tx {
     /// Whether the transaction's connection turned out closed before anything ran on it;
     /// the error it gave is then [`DbError::StaleConnection`]-worthy.
     pub fn found_dead(&self) -> bool {
-        matches!(self.opening, Opening::FoundDead)
+        matches!(self.state, TxState::FoundDead)
     }
 
     /// Commits. A connection lost during COMMIT is reported as
     /// [`DbError::CommitOutcomeUnknown`], never as retryable: the server may have
     /// committed before the connection broke.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        if !self.in_transaction {
-            return Ok(());
-        }
-        let committed: Result<(), DieselError> = match (&mut self.conn, &self.opening) {
-            // Nothing was sent: there is no transaction to commit.
-            (Conn::Postgres(_), Opening::Pending(_)) => Ok(()),
-            (Conn::Postgres(_), Opening::FoundDead) => {
+        let committed: Result<(), DieselError> = match (&mut self.conn, &self.state) {
+            // No transaction, or none was sent: nothing to commit.
+            (_, TxState::Autocommit | TxState::Ended)
+            | (Conn::Postgres(_), TxState::Pending(_)) => Ok(()),
+            (Conn::Postgres(_), TxState::FoundDead) => {
                 return Err(DbError::StaleConnection(
                     "the connection was closed before the transaction began".into(),
                 ));
             }
-            (Conn::Postgres(c), Opening::Sent) => c.batch_execute("COMMIT").await,
+            (Conn::Postgres(c), TxState::Open) => c.batch_execute("COMMIT").await,
             (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,
@@ -373,7 +375,7 @@ impl Tx {
                 .await
             }
         };
-        self.finished = true;
+        self.state = TxState::Ended;
         committed.map_err(|error| match DbError::from(error) {
             DbError::ConnectionLost(message) => DbError::CommitOutcomeUnknown(message),
             other => other,
@@ -381,12 +383,10 @@ impl Tx {
     }
 
     pub async fn rollback(mut self) -> Result<(), DbError> {
-        if !self.in_transaction {
-            return Ok(());
-        }
-        match (&mut self.conn, &self.opening) {
-            (Conn::Postgres(_), Opening::Pending(_) | Opening::FoundDead) => {}
-            (Conn::Postgres(c), Opening::Sent) => c.batch_execute("ROLLBACK").await?,
+        match (&mut self.conn, &self.state) {
+            (_, TxState::Autocommit | TxState::Ended)
+            | (Conn::Postgres(_), TxState::Pending(_) | TxState::FoundDead) => {}
+            (Conn::Postgres(c), TxState::Open) => c.batch_execute("ROLLBACK").await?,
             (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::rollback_transaction(
                     &mut **c,
@@ -394,7 +394,7 @@ impl Tx {
                 .await?
             }
         }
-        self.finished = true;
+        self.state = TxState::Ended;
         Ok(())
     }
 }
@@ -404,12 +404,7 @@ impl Drop for Tx {
     /// must not go back to the pool: marking the connection's transaction state broken
     /// makes the pool discard it. (SQLite's transaction manager tracks its own.)
     fn drop(&mut self) {
-        if let (Conn::Postgres(c), false, true, Opening::Sent) = (
-            &mut self.conn,
-            self.finished,
-            self.in_transaction,
-            &self.opening,
-        ) {
+        if let (Conn::Postgres(c), TxState::Open) = (&mut self.conn, &self.state) {
             <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut **c)
                 .set_in_error();
         }
@@ -429,7 +424,7 @@ macro_rules! on_backend {
             $crate::db::Conn::Postgres(pooled) => {
                 #[allow(unused_imports)]
                 use $crate::db::pg::schema;
-                let mut session = $crate::db::pg::Session::new(&mut **pooled, &mut $tx.opening);
+                let mut session = $crate::db::pg::Session::new(&mut **pooled, &mut $tx.state);
                 let $conn: &mut $crate::db::pg::Session<'_> = &mut session;
                 $body
             }

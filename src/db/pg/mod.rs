@@ -4,7 +4,7 @@ pub mod schema;
 mod session;
 mod tls;
 
-pub use session::{Opening, Session};
+pub use session::Session;
 
 use super::{ConnectErrors, DbError, PoolOptions, Scope};
 use diesel::ConnectionError;

@@ -1,23 +1,12 @@
 //! A PostgreSQL transaction's connection, whose `BEGIN` travels with its first statement.
 
-use crate::db::is_connection_loss;
+use crate::db::{TxState, is_connection_loss};
 use diesel::QueryResult;
 use diesel::pg::Pg;
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel_async::{AsyncConnectionCore, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-
-/// Where a transaction's opening `BEGIN` batch stands.
-#[derive(Debug)]
-pub enum Opening {
-    /// Not sent yet: it goes out with the first statement.
-    Pending(String),
-    /// Sent (or none needed, outside a transaction).
-    Sent,
-    /// The connection was found closed when the batch was sent: nothing ran on it.
-    FoundDead,
-}
 
 /// The connection a PostgreSQL transaction's queries run on (`$conn` in
 /// [`crate::on_backend!`]).
@@ -31,12 +20,12 @@ pub enum Opening {
 /// checks that it sees the `SET LOCAL`s and shares the second statement's transaction.
 pub struct Session<'a> {
     conn: &'a mut AsyncPgConnection,
-    opening: &'a mut Opening,
+    state: &'a mut TxState,
 }
 
 impl<'a> Session<'a> {
-    pub fn new(conn: &'a mut AsyncPgConnection, opening: &'a mut Opening) -> Self {
-        Session { conn, opening }
+    pub fn new(conn: &'a mut AsyncPgConnection, state: &'a mut TxState) -> Self {
+        Session { conn, state }
     }
 }
 
@@ -44,13 +33,13 @@ impl<'a> Session<'a> {
 /// `BEGIN` is the error reported (the statement's failure follows from it).
 fn after_opening<'c, R: Send + 'c>(
     conn: &'c AsyncPgConnection,
-    opening: &'c mut Opening,
+    state: &'c mut TxState,
     statement: BoxFuture<'c, QueryResult<R>>,
 ) -> BoxFuture<'c, QueryResult<R>> {
-    let sql = match std::mem::replace(opening, Opening::Sent) {
-        Opening::Pending(sql) => sql,
+    let sql = match std::mem::replace(state, TxState::Open) {
+        TxState::Pending(sql) => sql,
         other => {
-            *opening = other;
+            *state = other;
             return statement;
         }
     };
@@ -61,7 +50,7 @@ fn after_opening<'c, R: Send + 'c>(
             Ok(()) => result,
             Err(error) => {
                 if is_connection_loss(&error) {
-                    *opening = Opening::FoundDead;
+                    *state = TxState::FoundDead;
                 }
                 Err(error)
             }
@@ -78,7 +67,7 @@ impl SimpleAsyncConnection for Session<'_> {
             shared.batch_execute(query).await
         }
         .boxed();
-        after_opening(conn, self.opening, statement).await
+        after_opening(conn, self.state, statement).await
     }
 }
 
@@ -97,7 +86,7 @@ impl AsyncConnectionCore for Session<'_> {
         let conn: &'conn AsyncPgConnection = self.conn;
         // Renders the SQL and binds now; the future only sends them.
         let statement = AsyncConnectionCore::load(&mut { conn }, source);
-        after_opening(conn, self.opening, statement)
+        after_opening(conn, self.state, statement)
     }
 
     fn execute_returning_count<'conn, 'query, T>(
@@ -109,6 +98,6 @@ impl AsyncConnectionCore for Session<'_> {
     {
         let conn: &'conn AsyncPgConnection = self.conn;
         let statement = AsyncConnectionCore::execute_returning_count(&mut { conn }, source);
-        after_opening(conn, self.opening, statement)
+        after_opening(conn, self.state, statement)
     }
 }
