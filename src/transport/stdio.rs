@@ -10,9 +10,9 @@ use crate::tools::{Identity, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rustix::fs::fstat;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::pin::Pin;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
@@ -78,7 +78,7 @@ fn stdin(restore: &mut RestoreBlocking) -> Pin<Box<dyn AsyncRead + Send>> {
 fn stdout(restore: &mut RestoreBlocking) -> Pin<Box<dyn AsyncWrite + Send>> {
     let output = std::io::stdout();
     let shared_with_stderr = match (fstat(output.as_fd()), fstat(std::io::stderr().as_fd())) {
-        (Some(out), Some(err)) => out.dev() == err.dev() && out.ino() == err.ino(),
+        (Ok(out), Ok(err)) => (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino),
         _ => true,
     };
     let pipe = if shared_with_stderr {
@@ -90,10 +90,6 @@ fn stdout(restore: &mut RestoreBlocking) -> Pin<Box<dyn AsyncWrite + Send>> {
         Some(pipe) => Box::pin(pipe),
         None => Box::pin(tokio::io::stdout()),
     }
-}
-
-fn fstat(fd: BorrowedFd<'_>) -> Option<std::fs::Metadata> {
-    File::from(fd.try_clone_to_owned().ok()?).metadata().ok()
 }
 
 /// The pipes put in non-blocking mode, put back in blocking mode when the session ends:
