@@ -135,6 +135,7 @@ impl Fixture {
         let recorded_args: Value =
             serde_json::from_str(&args.to_string().replace("\\u0000", "\u{FFFD}"))
                 .expect("arguments stay JSON");
+        let recorded_args = refused_arguments_as_recorded(recorded_args);
         assert_eq!(
             record["tool_calls"],
             json!({
@@ -553,7 +554,90 @@ async fn rejected_updates_change_nothing(db: TestDb) {
     f.client.close().await;
 }
 
+/// What a failure record keeps of refused arguments (README, "The audit trail"): all of
+/// them up to 16 KiB of JSON; beyond, each string cut after 200 characters, with `…`.
+fn refused_arguments_as_recorded(arguments: Value) -> Value {
+    fn cut(value: Value) -> Value {
+        match value {
+            Value::String(text) if text.chars().count() > 200 => {
+                Value::String(format!("{}…", text.chars().take(200).collect::<String>()))
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(cut).collect()),
+            Value::Object(fields) => {
+                Value::Object(fields.into_iter().map(|(k, v)| (k, cut(v))).collect())
+            }
+            other => other,
+        }
+    }
+    if arguments.to_string().len() <= 16 * 1024 {
+        arguments
+    } else {
+        cut(arguments)
+    }
+}
+
+/// A hostile caller sending megabytes as an id gets a short error, and the failure
+/// record, the answer and the log each hold a short prefix of it, not the megabytes.
+async fn huge_bad_values_are_quoted_short(db: TestDb) {
+    let f = Fixture::start(db).await;
+    let huge = "A".repeat(3_000_000);
+    let error = f
+        .rejected(
+            "complete_task",
+            json!({ "task_id": huge }),
+            invalid(&format!(
+                "invalid `task_id`: `{}…` (3000000 characters) is not a uuid",
+                "A".repeat(40)
+            )),
+        )
+        .await;
+    assert!(error.len() < 200, "{} bytes of error", error.len());
+    let error = f
+        .rejected(
+            "list_tasks",
+            json!({ "limit": huge }),
+            invalid("invalid `limit`: invalid type: string"),
+        )
+        .await;
+    assert!(error.len() < 400, "{} bytes of error", error.len());
+    let record = &f.latest_records(1).await[0];
+    let stored = record.to_string().len();
+    assert!(stored < 2_000, "the failure record holds {stored} bytes");
+    let stderr = f.client.close().await;
+    assert!(
+        stderr.len() < 100_000,
+        "the log holds {} bytes after two refused megabytes",
+        stderr.len()
+    );
+}
+
+/// tools/list gives every tool on its one page: a cursor can only be invalid (-32602).
+async fn tools_list_refuses_a_cursor(db: TestDb) {
+    let client = connect_stdio(db.url(), None, &[]).await;
+    let error = client
+        .service()
+        .list_tools(Some(
+            rmcp::model::PaginatedRequestParams::default()
+                .with_cursor(Some("bm90LWEtY3Vyc29y".into())),
+        ))
+        .await
+        .expect_err("tools/list with a cursor we never gave out");
+    let rmcp::ServiceError::McpError(error) = error else {
+        panic!("expected a JSON-RPC error, got {error:?}");
+    };
+    assert_eq!(error.code.0, -32602, "{error:?}");
+    assert!(error.message.contains("invalid cursor"), "{error:?}");
+    let tools = client.list_tools().await;
+    assert!(
+        !tools.is_empty(),
+        "tools/list without a cursor still answers"
+    );
+    client.close().await;
+}
+
 both_backends!(
+    huge_bad_values_are_quoted_short,
+    tools_list_refuses_a_cursor,
     task_text_is_checked,
     nul_bytes_are_refused,
     message_and_summary_sizes_are_checked,

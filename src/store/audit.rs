@@ -1,7 +1,7 @@
 //! The audit trail: every tool call, success or failure, becomes a `tool` message.
 
 use super::conversations::{Message, insert_message};
-use super::{StoreError, UserId};
+use super::{ErrorKind, StoreError, UserId};
 use crate::db::Tx;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -13,7 +13,7 @@ pub const RESULT_RECORD_LIMIT: usize = 16 * 1024;
 /// How a call ended.
 pub enum Outcome<'a> {
     Success(Value),
-    Failure { kind: &'a str, message: &'a str },
+    Failure { kind: ErrorKind, message: &'a str },
 }
 
 /// One tool invocation, as recorded in `messages.tool_calls`.
@@ -47,9 +47,9 @@ impl CallRecord<'_> {
             }
             Outcome::Failure { kind, message } => json!({
                 "tool": self.tool,
-                "arguments": self.arguments,
+                "arguments": refused_arguments(self.arguments),
                 "ok": false,
-                "error": { "kind": kind, "message": message },
+                "error": { "kind": kind.as_str(), "message": message },
                 "duration_ms": duration_ms,
             }),
         }
@@ -60,6 +60,40 @@ impl CallRecord<'_> {
             Outcome::Success(_) => format!("{} succeeded", self.tool),
             Outcome::Failure { message, .. } => format!("{} failed: {message}", self.tool),
         }
+    }
+}
+
+/// The most characters of one string a failure record keeps of the arguments.
+pub const REFUSED_STRING_CHARS: usize = 200;
+
+/// A failed call's arguments as its record keeps them. They were refused, so nothing
+/// bounded them: up to [`RESULT_RECORD_LIMIT`] they are kept as sent; beyond, each string
+/// is cut after [`REFUSED_STRING_CHARS`] characters (with `…`), and if the whole is still
+/// over the limit (many strings, or many keys) only its size is kept. A caller can then write no more into the audit log per
+/// failed call than a few KiB, whatever it sends.
+fn refused_arguments(arguments: &Value) -> Value {
+    fn cut(value: &Value) -> Value {
+        match value {
+            Value::String(text) => Value::String(super::shorten(text, REFUSED_STRING_CHARS)),
+            Value::Array(items) => Value::Array(items.iter().map(cut).collect()),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(key, value)| (super::shorten(key, REFUSED_STRING_CHARS), cut(value)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let size = serialized_size(arguments);
+    if size <= RESULT_RECORD_LIMIT {
+        return arguments.clone();
+    }
+    let kept = cut(arguments);
+    if serialized_size(&kept) <= RESULT_RECORD_LIMIT {
+        kept
+    } else {
+        json!({ "omitted": true, "bytes": size })
     }
 }
 
@@ -127,6 +161,24 @@ mod tests {
             value,
             json!({ "ti\u{FFFD}tle": ["a\u{FFFD}b", { "k": "\u{FFFD}" }], "n": 1 })
         );
+    }
+
+    #[test]
+    fn refused_arguments_are_bounded() {
+        let small = json!({ "task_id": "nope" });
+        assert_eq!(refused_arguments(&small), small);
+        let long = json!({ "task_id": "A".repeat(3_000_000) });
+        let kept = refused_arguments(&long);
+        assert_eq!(
+            kept["task_id"].as_str().map(|t| t.chars().count()),
+            Some(REFUSED_STRING_CHARS + 1)
+        );
+        let many: serde_json::Map<String, Value> = (0..10_000)
+            .map(|i| (format!("k{i}"), json!("x".repeat(300))))
+            .collect();
+        let kept = refused_arguments(&Value::Object(many));
+        assert_eq!(kept["omitted"], json!(true));
+        assert!(serialized_size(&kept) < 100);
     }
 
     #[test]

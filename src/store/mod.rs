@@ -122,22 +122,69 @@ impl StoreError {
         }
     }
 
-    /// A short stable name for the error kind, for clients and the audit trail.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of failure this is, for clients and the audit trail.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Invalid { .. } => "invalid_argument",
-            StoreError::NotFound { .. } => "not_found",
-            StoreError::Conflict(_) => "conflict",
-            StoreError::QuotaExceeded(_) => "quota_exceeded",
+            StoreError::Invalid { .. } => ErrorKind::InvalidArgument,
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             StoreError::Db(
                 DbError::Unavailable(_)
                 | DbError::ConnectionLost(_)
                 | DbError::StaleConnection(_)
                 | DbError::CommitOutcomeUnknown(_),
-            ) => "unavailable",
-            StoreError::Db(DbError::Contention(_) | DbError::Timeout(_)) => "busy",
-            StoreError::Db(_) => "internal",
+            ) => ErrorKind::Unavailable,
+            StoreError::Db(DbError::Contention(_) | DbError::Timeout(_)) => ErrorKind::Busy,
+            StoreError::Db(_) => ErrorKind::Internal,
         }
+    }
+}
+
+/// The kinds of failure a client sees, each with what it should do about it. A tool
+/// error's text starts with the kind's name (`invalid_argument: …`), and the audit record
+/// stores it as `error.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad argument: fix it; nothing was written.
+    InvalidArgument,
+    /// No such row for this user (another user's rows look the same).
+    NotFound,
+    /// The request contradicts the current state (a stale `expected_updated_at`, say).
+    Conflict,
+    /// A quota would be exceeded; nothing was written.
+    QuotaExceeded,
+    /// Storage cannot be reached now: retry later.
+    Unavailable,
+    /// Storage is contended or slow: retry.
+    Busy,
+    /// A defect of the server.
+    Internal,
+    /// Audit records only: the client called a tool the server does not have.
+    UnknownTool,
+    /// Audit records only: the protocol layer refused the call before the tool ran.
+    ProtocolError,
+}
+
+impl ErrorKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Internal => "internal",
+            ErrorKind::UnknownTool => "unknown_tool",
+            ErrorKind::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -168,7 +215,29 @@ pub fn format_time(time: DateTime<Utc>) -> String {
 /// Parses an id argument, naming the field when it is not a uuid.
 pub fn parse_uuid(field: &'static str, raw: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(raw.trim())
-        .map_err(|_| StoreError::invalid(field, format!("`{raw}` is not a uuid")))
+        .map_err(|_| StoreError::invalid(field, format!("{} is not a uuid", quote(raw))))
+}
+
+/// How many characters of a refused value an error quotes: enough to recognise it, while
+/// a megabyte sent as an id costs a megabyte nowhere (not in the answer, the log or the
+/// audit record).
+pub const QUOTED_CHARS: usize = 40;
+
+/// A refused value as errors show it: in backticks, cut after [`QUOTED_CHARS`]
+/// characters with its length said (`` `AAAA…` (3000000 characters) ``).
+pub fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTED_CHARS) {
+        None => format!("`{raw}`"),
+        Some((cut, _)) => format!("`{}…` ({} characters)", &raw[..cut], raw.chars().count()),
+    }
+}
+
+/// Cuts a message after `max_chars` characters, marking the cut.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 /// Checks a text argument: no NUL bytes (PostgreSQL text cannot hold them), within `max`
@@ -258,6 +327,17 @@ mod tests {
         assert!(cursor::decode("c", "cursor", &encoded).is_err());
         assert!(cursor::decode("t", "cursor", "t_!!!").is_err());
         assert!(cursor::decode("t", "cursor", "t_AAAA").is_err());
+    }
+
+    #[test]
+    fn refused_values_are_quoted_short() {
+        assert_eq!(quote("abc"), "`abc`");
+        let long = "é".repeat(3_000);
+        let quoted = quote(&long);
+        assert!(quoted.starts_with(&format!("`{}…`", "é".repeat(QUOTED_CHARS))));
+        assert!(quoted.ends_with("(3000 characters)"));
+        let error = parse_uuid("task_id", &"A".repeat(3_000_000)).unwrap_err();
+        assert!(error.to_string().len() < 120, "{error}");
     }
 
     #[test]

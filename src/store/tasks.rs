@@ -278,7 +278,10 @@ pub async fn update(
                 .map_err(|_| {
                     StoreError::invalid(
                         "expected_updated_at",
-                        format!("`{raw}` is not an RFC 3339 time (use the task's updated_at)"),
+                        format!(
+                            "{} is not an RFC 3339 time (use the task's updated_at)",
+                            super::quote(raw)
+                        ),
                     )
                 })
         })

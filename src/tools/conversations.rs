@@ -119,8 +119,9 @@ impl TodoServer {
     async fn start_conversation(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<StartConversationArgs>>,
+        Parameters(args): Parameters<Checked<StartConversationArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
+        let args = args.get()?;
         transact!(self, call, |tx| {
             let conversation = conversations::start(tx, &call.user, args.title.as_deref()).await?;
             Ok(ConversationResult { conversation })
@@ -140,8 +141,9 @@ impl TodoServer {
     async fn list_conversations(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<ListConversationsArgs>>,
+        Parameters(args): Parameters<Checked<ListConversationsArgs>>,
     ) -> Result<Json<ConversationList>, ToolError> {
+        let args = args.get()?;
         transact!(self, call, |tx| {
             let (conversations, next_cursor) = conversations::list(
                 tx,
@@ -171,8 +173,9 @@ impl TodoServer {
     async fn append_message(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<AppendMessageArgs>>,
+        Parameters(args): Parameters<Checked<AppendMessageArgs>>,
     ) -> Result<Json<MessageResult>, ToolError> {
+        let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
             let message = conversations::append_message(
@@ -201,8 +204,9 @@ impl TodoServer {
     async fn get_conversation_history(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<HistoryArgs>>,
+        Parameters(args): Parameters<Checked<HistoryArgs>>,
     ) -> Result<Json<HistoryResult>, ToolError> {
+        let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
             let history =
@@ -230,8 +234,9 @@ impl TodoServer {
     async fn set_conversation_summary(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<SetSummaryArgs>>,
+        Parameters(args): Parameters<Checked<SetSummaryArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
+        let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
             let conversation = conversations::set_summary(
@@ -259,8 +264,9 @@ impl TodoServer {
     async fn archive_conversation(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<ConversationIdArgs>>,
+        Parameters(args): Parameters<Checked<ConversationIdArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
+        let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
             let conversation = conversations::archive(tx, &call.user, conversation_id).await?;

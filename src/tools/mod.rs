@@ -11,19 +11,21 @@ pub mod tasks;
 use crate::db::{Database, DbError, Scope, Tx};
 use crate::store::audit::{self, CallRecord, Outcome};
 use crate::store::conversations::{self as conversation_store, ActivityLog};
-use crate::store::{Quotas, StoreError, UserId, parse_uuid};
+use crate::store::{ErrorKind, Quotas, StoreError, UserId, parse_uuid, quote, shorten};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
-    CustomResult, Extensions, Implementation, ServerCapabilities, ServerConfig,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    CustomRequest, CustomResult, Extensions, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ResultType, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
 use schemars::JsonSchema;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -179,14 +181,17 @@ impl TodoServer {
     }
 
     /// Records a failed call, in a transaction of its own (the call's was rolled back).
-    async fn record_failure(&self, call: &Call, kind: &str, message: &str) {
+    async fn record_failure(&self, call: &Call, failure: &ToolError) {
         let result: Result<(), StoreError> = async {
             let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
             let destination = record_destination(&mut tx, call, false).await?;
             let record = CallRecord {
                 tool: &call.tool,
                 arguments: &call.arguments,
-                outcome: Outcome::Failure { kind, message },
+                outcome: Outcome::Failure {
+                    kind: failure.kind,
+                    message: &failure.message,
+                },
                 duration: call.started.elapsed(),
             };
             audit::record(&mut tx, &call.user, destination, record).await?;
@@ -339,6 +344,36 @@ impl ServerHandler for TodoServer {
             .with_instructions(INSTRUCTIONS)
     }
 
+    /// Every tool, on one page. A `cursor` can only be one we never gave out: -32602, as
+    /// the pagination rules ask for an invalid cursor.
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "invalid cursor {}: tools/list returns every tool on its first page",
+                    quote(&cursor)
+                ),
+                None,
+            ));
+        }
+        // Newer clients may cache the list: it only changes with the server's version.
+        let cache_hints = context
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        Ok(ListToolsResult {
+            result_type: Some(ResultType::COMPLETE),
+            tools: self.tool_router.list_all(),
+            meta: None,
+            next_cursor: None,
+            ttl_ms: cache_hints.then_some(0),
+            cache_scope: cache_hints.then_some(CacheScope::Public),
+        })
+    }
+
     /// rmcp routes a known method whose params don't parse (`tools/call` with `arguments`
     /// a string, say) here, and by default answers "method not found": say what is wrong.
     async fn on_custom_request(
@@ -350,7 +385,7 @@ impl ServerHandler for TodoServer {
         if MCP_METHODS.contains(&method.as_str()) {
             let shown = request
                 .params
-                .map_or_else(|| "no params".to_owned(), |p| truncate(&p.to_string(), 200));
+                .map_or_else(|| "no params".to_owned(), |p| shorten(&p.to_string(), 200));
             return Err(ErrorData::invalid_params(
                 format!("invalid params for {method}: {shown}"),
                 None,
@@ -378,38 +413,57 @@ impl ServerHandler for TodoServer {
             started: Instant::now(),
         });
         context.extensions.insert(call.clone());
-        let mut response = self
-            .tool_router
-            .call(ToolCallContext::new(self, request, context))
+        let (response, failure) = FAILURE
+            .scope(RefCell::new(None), async {
+                let response = self
+                    .tool_router
+                    .call(ToolCallContext::new(self, request, context))
+                    .await;
+                (response, FAILURE.with(RefCell::take))
+            })
             .await;
-        let failure = match &mut response {
-            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
-                Some(failure_of(result))
+        let failure = match (&response, failure) {
+            (_, Some(failure)) => Some(failure),
+            (Ok(CallToolResponse::Complete(result)), None) if result.is_error == Some(true) => {
+                // Every failure of ours goes through ToolError: this one did not.
+                let text = text_of(result);
+                tracing::warn!(tool = %call.tool, text = %shorten(&text, 200), "a tool failed without a ToolError");
+                Some(ToolError::new(ErrorKind::Internal, text))
             }
-            Ok(_) => None,
-            Err(error) if !self.tool_router.has_route(&call.tool) => {
-                Some(("unknown_tool", error.message.to_string()))
-            }
-            Err(error) => Some(("protocol_error", error.message.to_string())),
+            (Ok(_), None) => None,
+            (Err(error), None) if !self.tool_router.has_route(&call.tool) => Some(ToolError::new(
+                ErrorKind::UnknownTool,
+                shorten(&error.message, MESSAGE_CHARS),
+            )),
+            (Err(error), None) => Some(ToolError::new(
+                ErrorKind::ProtocolError,
+                shorten(&error.message, MESSAGE_CHARS),
+            )),
         };
         let duration_ms = call.started.elapsed().as_secs_f64() * 1000.0;
-        match &failure {
+        match failure {
             None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
-            Some((kind, message)) => {
-                tracing::info!(tool = %call.tool, user = %call.user, duration_ms, kind, message, "call failed");
-                if *kind == "unavailable" {
+            Some(failure) => {
+                tracing::info!(tool = %call.tool, user = %call.user, duration_ms, kind = %failure.kind, message = %failure.message, "call failed");
+                if failure.kind == ErrorKind::Unavailable {
                     // The record would wait on the same unreachable database: answer now
                     // and record in the background, once a connection can be had.
                     let server = self.clone();
-                    let (call, kind, message) = (call.clone(), *kind, message.clone());
-                    tokio::spawn(async move { server.record_failure(&call, kind, &message).await });
+                    let call = call.clone();
+                    tokio::spawn(async move { server.record_failure(&call, &failure).await });
                 } else {
-                    self.record_failure(&call, kind, message).await;
+                    self.record_failure(&call, &failure).await;
                 }
             }
         }
         response
     }
+}
+
+tokio::task_local! {
+    /// The failure of the tool call being served, put there by the [`ToolError`] the tool
+    /// returned, so that [`TodoServer::call_tool`] records its kind from the value itself.
+    static FAILURE: RefCell<Option<ToolError>>;
 }
 
 /// MCP methods rmcp knows: it hands a request for one of them here only when its params
@@ -430,60 +484,30 @@ const MCP_METHODS: &[&str] = &[
     "logging/setLevel",
 ];
 
-/// rmcp's wording for arguments that do not deserialize into the tool's argument struct.
-const RMCP_ARGUMENT_ERROR: &str = "failed to deserialize parameters: ";
+/// The most characters of an error message a client, the log or an audit record gets: a
+/// refused value is quoted within it, short ([`crate::store::quote`]).
+const MESSAGE_CHARS: usize = 300;
 
-/// The kind and message of a failed tool result. Ours read `kind: message`; an argument
-/// error from rmcp's deserialization is rewritten in that form (`invalid_argument:
-/// invalid \`limit\`: …`), so every failure the client sees starts with its kind.
-fn failure_of(result: &mut CallToolResult) -> (&'static str, String) {
-    let text: String = result
+fn text_of(result: &CallToolResult) -> String {
+    result
         .content
         .iter()
         .filter_map(|block| block.as_text().map(|t| t.text.as_str()))
         .collect::<Vec<_>>()
-        .join("\n");
-    for kind in ToolError::KINDS {
-        if let Some(message) = text.strip_prefix(kind).and_then(|t| t.strip_prefix(": ")) {
-            return (kind, message.to_owned());
-        }
-    }
-    let message = text
-        .strip_prefix(RMCP_ARGUMENT_ERROR)
-        .unwrap_or(&text)
-        .to_owned();
-    let error = ToolError {
-        kind: "invalid_argument",
-        message,
-    };
-    result.content = vec![ContentBlock::text(error.to_string())];
-    (error.kind, error.message)
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
+        .join("\n")
 }
 
 /// A tool's failure as the client sees it: `is_error` with the text `kind: message`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ToolError {
-    kind: &'static str,
+    kind: ErrorKind,
     message: String,
 }
 
 impl ToolError {
-    const KINDS: &'static [&'static str] = &[
-        "invalid_argument",
-        "not_found",
-        "conflict",
-        "quota_exceeded",
-        "unavailable",
-        "busy",
-        "internal",
-    ];
+    fn new(kind: ErrorKind, message: String) -> Self {
+        ToolError { kind, message }
+    }
 }
 
 impl From<StoreError> for ToolError {
@@ -493,10 +517,7 @@ impl From<StoreError> for ToolError {
         {
             tracing::error!(%error, "unexpected database error");
         }
-        ToolError {
-            kind: error.kind(),
-            message: error.to_string(),
-        }
+        ToolError::new(error.kind(), shorten(&error.to_string(), MESSAGE_CHARS))
     }
 }
 
@@ -508,28 +529,40 @@ impl std::fmt::Display for ToolError {
 
 impl IntoCallToolResult for ToolError {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
-        Ok(CallToolResult::error(vec![ContentBlock::text(self.to_string())]).into())
+        let result = CallToolResult::error(vec![ContentBlock::text(self.to_string())]);
+        // Outside a call (never, in this server) there is nobody to tell: the text stands.
+        let _ = FAILURE.try_with(|slot| *slot.borrow_mut() = Some(self));
+        Ok(result.into())
     }
 }
 
 /// Tool arguments, deserialized so that an error names the field at fault
 /// (`invalid \`limit\`: invalid type: string "x", expected i64`). Its schema is `T`'s.
-pub struct Checked<T>(pub T);
+/// Deserializing it never fails: a bad argument is kept as the tool's [`ToolError`], which
+/// [`Checked::get`] returns, so it is answered and recorded like every other failure.
+pub struct Checked<T>(Result<T, ToolError>);
+
+impl<T> Checked<T> {
+    pub fn get(self) -> Result<T, ToolError> {
+        self.0
+    }
+}
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
-        serde_path_to_error::deserialize(value)
-            .map(Checked)
-            .map_err(|error| {
+        Ok(Checked(serde_path_to_error::deserialize(value).map_err(
+            |error| {
                 let path = error.path().to_string();
-                let inner = error.into_inner();
-                if path == "." {
-                    D::Error::custom(inner)
+                let inner = error.into_inner().to_string();
+                let message = if path == "." {
+                    inner
                 } else {
-                    D::Error::custom(format!("invalid `{path}`: {inner}"))
-                }
-            })
+                    format!("invalid `{}`: {inner}", shorten(&path, 100))
+                };
+                ToolError::new(ErrorKind::InvalidArgument, shorten(&message, MESSAGE_CHARS))
+            },
+        )))
     }
 }
 

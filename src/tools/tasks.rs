@@ -124,8 +124,9 @@ impl TodoServer {
     async fn add_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<AddTaskArgs>>,
+        Parameters(args): Parameters<Checked<AddTaskArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
+        let args = args.get()?;
         let new = NewTask {
             title: &args.title,
             description: args.description.as_deref(),
@@ -150,8 +151,9 @@ impl TodoServer {
     async fn list_tasks(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<ListTasksArgs>>,
+        Parameters(args): Parameters<Checked<ListTasksArgs>>,
     ) -> Result<Json<TaskList>, ToolError> {
+        let args = args.get()?;
         let status = match args.status.unwrap_or_default() {
             TaskStatus::All => StatusFilter::All,
             TaskStatus::Pending => StatusFilter::Pending,
@@ -182,8 +184,9 @@ impl TodoServer {
     async fn complete_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<TaskIdArgs>>,
+        Parameters(args): Parameters<Checked<TaskIdArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
+        let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         transact!(self, call, |tx| {
             let task = tasks::complete(tx, &call.user, task_id).await?;
@@ -204,8 +207,9 @@ impl TodoServer {
     async fn update_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<UpdateTaskArgs>>,
+        Parameters(args): Parameters<Checked<UpdateTaskArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
+        let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         let changes = TaskChanges {
             title: args.title.as_deref(),
@@ -232,8 +236,9 @@ impl TodoServer {
     async fn delete_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(Checked(args)): Parameters<Checked<TaskIdArgs>>,
+        Parameters(args): Parameters<Checked<TaskIdArgs>>,
     ) -> Result<Json<DeletedTask>, ToolError> {
+        let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         transact!(self, call, |tx| {
             tasks::delete(tx, &call.user, task_id).await?;
