@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod manifest;
 pub mod store;
 pub mod tools;
 pub mod transport;

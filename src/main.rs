@@ -1,7 +1,7 @@
 //! The `todo-mcp` command line.
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use todo_mcp::auth::Authenticator;
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, Scope, migrations};
@@ -71,6 +71,16 @@ struct Cli {
     )]
     jwt_secret: Option<String>,
 
+    /// What to log on stderr, in tracing's EnvFilter syntax (`debug`, `todo_mcp=debug,warn`).
+    #[arg(
+        long = "log",
+        env = "TODO_MCP_LOG",
+        default_value = "todo_mcp=info,warn",
+        global = true,
+        value_name = "FILTER"
+    )]
+    log: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -88,7 +98,8 @@ enum Command {
         /// server role without DDL rights, with migrations run by `todo-mcp migrate`.
         #[arg(long, env = "TODO_MCP_NO_MIGRATE")]
         no_migrate: bool,
-        /// Bearer credential naming the user.
+        /// Bearer credential naming the user on stdio: an API token from `todo-mcp token
+        /// create`, or a JWT. An invalid, expired or revoked token stops the server at start.
         #[arg(
             long = "token",
             env = "TODO_MCP_TOKEN",
@@ -142,6 +153,13 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print mcp-manifest.json, generated from the tool definitions and this command line
+    /// (`todo-mcp manifest > mcp-manifest.json`); with --tools-table, README's tool table.
+    Manifest {
+        /// Print README's tool table (Markdown) instead.
+        #[arg(long)]
+        tools_table: bool,
+    },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -183,8 +201,11 @@ enum TokenAction {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(&cli.log);
+    if let Command::Manifest { tools_table } = cli.command {
+        return print_manifest(tools_table);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Stdio { .. } = cli.command {
         // One client, one call at a time: a single worker spares every hop between tasks
@@ -209,10 +230,29 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_manifest(tools_table: bool) -> ExitCode {
+    let text = if tools_table {
+        todo_mcp::manifest::tools_table()
+    } else {
+        let manifest = todo_mcp::manifest::manifest(&Cli::command());
+        match serde_json::to_string_pretty(&manifest) {
+            Ok(json) => json + "\n",
+            Err(error) => {
+                eprintln!("todo-mcp: cannot encode the manifest: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
 /// Logs go to stderr, always: in stdio mode stdout belongs to the protocol.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TODO_MCP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("todo_mcp=info,warn"));
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
+        eprintln!("todo-mcp: ignoring TODO_MCP_LOG={filter:?} ({error}); logging at info");
+        tracing_subscriber::EnvFilter::new("todo_mcp=info,warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -282,6 +322,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = prepare(&url, &options, false).await?;
             token(&db, action).await
         }
+        // Printed by `main`, which needs neither a database nor a runtime for it.
+        Command::Manifest { .. } => Ok(()),
     }
 }
 

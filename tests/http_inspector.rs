@@ -120,7 +120,7 @@ async fn inspector_lists_and_calls_tools_over_http_with_a_bearer_token() {
     )
     .await
     .expect_code(0);
-    assert_eq!(listed.tool_names(), TOOL_NAMES, "{}", listed.describe());
+    assert_eq!(listed.tool_names(), *TOOL_NAMES, "{}", listed.describe());
 
     // tools/call with --tool-arg key=value pairs.
     let added = inspect_http(
@@ -286,7 +286,7 @@ async fn inspector_over_stdio_passes_the_environment_with_e() {
     let listed = inspect(&stdio(&["--method", "tools/list"]))
         .await
         .expect_code(0);
-    assert_eq!(listed.tool_names(), TOOL_NAMES, "{}", listed.describe());
+    assert_eq!(listed.tool_names(), *TOOL_NAMES, "{}", listed.describe());
 
     let added = inspect(&stdio(&add_task_call(&["--tool-arg", "title=over stdio"])))
         .await

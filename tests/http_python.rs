@@ -293,7 +293,7 @@ async fn every_tool_works_over(db: TestDb, transport: Transport) {
     let http_tools = tools_by_name(&over_http);
     assert_eq!(
         http_tools.keys().map(String::as_str).collect::<Vec<_>>(),
-        TOOL_NAMES
+        *TOOL_NAMES
     );
     for (name, tool) in &http_tools {
         for field in ["description", "inputSchema", "outputSchema", "annotations"] {

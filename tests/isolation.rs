@@ -184,6 +184,7 @@ async fn other_users_ids_behave_like_unknown_ids(db: TestDb) {
 
     // Task tools on alice's tasks.
     for task in [&pending, &done] {
+        assert_like_unknown(&bob, "get_task", task, |id| json!({ "task_id": id })).await;
         assert_like_unknown(&bob, "complete_task", task, |id| json!({ "task_id": id })).await;
         assert_like_unknown(&bob, "update_task", task, |id| {
             json!({ "task_id": id, "title": "bob was here", "description": "", "completed": false })

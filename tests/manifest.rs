@@ -1,9 +1,84 @@
-//! mcp-manifest.json must describe exactly what tools/list returns.
+//! mcp-manifest.json and README's tool table are generated from the tool definitions by
+//! `todo-mcp manifest`: they must be exactly what it prints, and describe exactly what
+//! tools/list returns. `TODO_MCP_BLESS=1 cargo test --test manifest` rewrites them.
 
 mod support;
 
 use serde_json::Value;
-use support::{SqliteTestDb, connect_stdio};
+use support::{SqliteTestDb, TOOL_NAMES, connect_stdio, todo_mcp};
+
+const README_TABLE_START: &str = "<!-- tools-table";
+const README_TABLE_END: &str = "<!-- /tools-table -->";
+
+fn path(file: &str) -> String {
+    format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn generated(args: &[&str]) -> String {
+    let output = todo_mcp(args, &[]);
+    assert!(
+        output.status.success(),
+        "todo-mcp {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn bless() -> bool {
+    std::env::var_os("TODO_MCP_BLESS").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn committed_manifest_is_what_todo_mcp_manifest_prints() {
+    let expected = generated(&["manifest"]);
+    let file = path("mcp-manifest.json");
+    if bless() {
+        std::fs::write(&file, &expected).expect("write mcp-manifest.json");
+    }
+    let committed = std::fs::read_to_string(&file).expect("read mcp-manifest.json");
+    assert!(
+        committed == expected,
+        "mcp-manifest.json differs from `todo-mcp manifest`: run \
+         `TODO_MCP_BLESS=1 cargo test --test manifest` and commit the result"
+    );
+}
+
+#[test]
+fn readme_tool_table_is_what_todo_mcp_manifest_prints() {
+    let expected = generated(&["manifest", "--tools-table"]);
+    let file = path("README.md");
+    let readme = std::fs::read_to_string(&file).expect("read README.md");
+    let start = readme
+        .find(README_TABLE_START)
+        .and_then(|at| readme[at..].find('\n').map(|eol| at + eol + 1))
+        .expect("README.md has a tools-table start marker");
+    let end = readme
+        .find(README_TABLE_END)
+        .expect("README.md has a tools-table end marker");
+    if bless() && readme[start..end] != expected {
+        let updated = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&file, updated).expect("write README.md");
+        return;
+    }
+    assert!(
+        readme[start..end] == expected,
+        "README.md's tool table differs from `todo-mcp manifest --tools-table`: run \
+         `TODO_MCP_BLESS=1 cargo test --test manifest` and commit the result"
+    );
+}
+
+/// The tests' list of tools (read from the committed manifest) names every tool, and the
+/// generated files name them in the same order.
+#[test]
+fn tests_list_every_tool() {
+    let table = generated(&["manifest", "--tools-table"]);
+    let in_table: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter_map(|row| row.split('`').nth(1))
+        .collect();
+    assert_eq!(in_table, *TOOL_NAMES);
+}
 
 fn manifest() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp-manifest.json");
@@ -36,7 +111,7 @@ async fn manifest_tools_match_tools_list() {
         names
     };
     assert_eq!(names(declared), names(&live), "tool names differ");
-    assert_eq!(live.len(), 11);
+    assert_eq!(live.len(), TOOL_NAMES.len());
 
     for tool in &live {
         let name = tool["name"].as_str().unwrap_or_default();

@@ -1780,7 +1780,7 @@ async fn concurrent_replica_starts(backend: Backend) {
         listed.sort();
         assert_eq!(
             listed,
-            TOOL_NAMES,
+            *TOOL_NAMES,
             "{}: stdio replica {i} tools/list",
             backend.name()
         );
@@ -1815,7 +1815,7 @@ async fn concurrent_replica_starts(backend: Backend) {
         listed.sort();
         assert_eq!(
             listed,
-            TOOL_NAMES,
+            *TOOL_NAMES,
             "{}: http replica {i} tools/list",
             backend.name()
         );

@@ -140,7 +140,7 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
         .map(|tool| tool.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, TOOL_NAMES, "tools/list through the pooler");
+    assert_eq!(names, *TOOL_NAMES, "tools/list through the pooler");
 
     // Conversations and messages.
     let conversation = a

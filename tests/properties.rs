@@ -34,6 +34,8 @@ fn non_string_json() -> impl Strategy<Value = Value> {
 
 fn parses<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
     serde_json::from_value::<Checked<T>>(value.clone())
+        .map_err(|e| e.to_string())?
+        .get()
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -84,7 +86,10 @@ proptest! {
         let parsed = serde_json::from_value::<Checked<AddTaskArgs>>(
             serde_json::json!({ "title": title, "description": description }),
         );
-        let Checked(args) = parsed.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let args = parsed
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .get()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(args.title, title);
         prop_assert_eq!(args.description, description);
     }

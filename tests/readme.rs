@@ -59,7 +59,7 @@ async fn claude_desktop_config_launches_a_working_server() {
         .await
         .expect("MCP initialize");
     let tools = client.list_all_tools().await.expect("tools/list");
-    assert_eq!(tools.len(), 11);
+    assert_eq!(tools.len(), support::TOOL_NAMES.len());
     let added = client
         .call_tool(
             rmcp::model::CallToolRequestParams::new("add_task").with_arguments(

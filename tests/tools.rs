@@ -276,12 +276,12 @@ fn assert_unique(ids: &[String], what: &str) {
 // tools/list
 // ---------------------------------------------------------------------------------------------
 
-async fn tools_list_has_the_eleven_tools_with_schemas_and_annotations(db: TestDb) {
+async fn tools_list_has_every_tool_with_schemas_and_annotations(db: TestDb) {
     let client = connect_stdio(db.url(), None, &[]).await;
     let tools = client.list_tools().await;
     let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, TOOL_NAMES, "tools/list names ({})", db.name());
+    assert_eq!(names, *TOOL_NAMES, "tools/list names ({})", db.name());
 
     for tool in &tools {
         let name = tool.name.as_ref();
@@ -691,6 +691,50 @@ async fn delete_task_removes_it_for_good(db: TestDb) {
     server.client.close().await;
 }
 
+async fn get_task_reads_one_task(db: TestDb) {
+    let server = Server::start(&db).await;
+    let conversation = server.start_conversation("reading").await;
+    let first = server.add_titled("first").await;
+    let second = server
+        .add_task(json!({ "title": "second", "description": "details" }))
+        .await;
+    for task in [&first, &second] {
+        let read = server
+            .ok(
+                "get_task",
+                json!({ "task_id": task["id"], "conversation_id": conversation }),
+            )
+            .await;
+        assert_eq!(read, json!({ "task": task }));
+    }
+    let completed = server
+        .ok("complete_task", json!({ "task_id": first["id"] }))
+        .await["task"]
+        .clone();
+    let read = server
+        .ok("get_task", json!({ "task_id": first["id"] }))
+        .await;
+    assert_eq!(read["task"], completed, "reads the task as it is now");
+
+    let unknown = "5b0f8e2c-3d4a-4f6b-9c1d-2e3f4a5b6c7d";
+    assert_eq!(
+        server.err("get_task", json!({ "task_id": unknown })).await,
+        format!("not_found: task {unknown} not found")
+    );
+    // Its records went where its conversation_id said.
+    let history = server
+        .history(json!({ "conversation_id": conversation }))
+        .await;
+    let records: Vec<&Value> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["tool_calls"]["tool"])
+        .collect();
+    assert_eq!(records, ["get_task", "get_task"]);
+    server.client.close().await;
+}
+
 async fn task_tools_record_into_the_named_conversation(db: TestDb) {
     let server = Server::start(&db).await;
     let conversation = server.start_conversation("planning").await;
@@ -1069,7 +1113,8 @@ async fn archive_conversation_hides_it_and_refuses_appends(db: TestDb) {
 }
 
 both_backends!(
-    tools_list_has_the_eleven_tools_with_schemas_and_annotations,
+    get_task_reads_one_task,
+    tools_list_has_every_tool_with_schemas_and_annotations,
     add_task_returns_the_whole_task,
     add_task_retry_with_idempotency_key_creates_one_task,
     list_tasks_filters_by_status,

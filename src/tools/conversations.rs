@@ -1,6 +1,6 @@
 //! Conversation tools.
 
-use super::{Call, Checked, TodoServer, ToolError, transact};
+use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, transact};
 use crate::store::conversations::{self, Conversation, Message, Role};
 use crate::store::parse_uuid;
 use rmcp::handler::server::tool::Extension;
@@ -114,7 +114,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = false,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ActivityLog)
     )]
     async fn start_conversation(
         &self,
@@ -136,7 +137,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ActivityLog)
     )]
     async fn list_conversations(
         &self,
@@ -168,7 +170,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = false,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ActivityLog)
     )]
     async fn append_message(
         &self,
@@ -199,7 +202,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ReadLog)
     )]
     async fn get_conversation_history(
         &self,
@@ -229,7 +233,8 @@ impl TodoServer {
             destructive_hint = true,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ActivityLog)
     )]
     async fn set_conversation_summary(
         &self,
@@ -259,7 +264,8 @@ impl TodoServer {
             destructive_hint = true,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::ActivityLog)
     )]
     async fn archive_conversation(
         &self,

@@ -1,9 +1,13 @@
 //! The MCP tool surface: one server struct whose methods are the tools.
 //!
-//! Each tool is defined once, in `tasks.rs` or `conversations.rs`: its description,
-//! annotations, argument struct (whose doc comments become the input schema) and result
-//! type (the output schema). This module holds what they share: who is calling, one
-//! transaction per call, and the audit record every call leaves.
+//! Each tool is defined once, in `tasks.rs` or `conversations.rs`, as one `#[tool]`
+//! method: its name, description, annotations, where its call record goes
+//! (`meta = records(…)`), its argument struct (whose doc comments become the input
+//! schema), its result type (the output schema) and its handler. Everything that lists
+//! tools is derived from those definitions: the routing, the server instructions,
+//! `todo-mcp manifest` (mcp-manifest.json and README's tool table) and the tests' lists.
+//! This module holds what the tools share: who is calling, one transaction per call, and
+//! the audit record every call leaves.
 
 pub mod conversations;
 pub mod tasks;
@@ -16,8 +20,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    CustomRequest, CustomResult, Extensions, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ResultType, ServerCapabilities, ServerConfig,
+    CustomRequest, CustomResult, Extensions, Implementation, ListToolsResult, MetaObject,
+    PaginatedRequestParams, ProtocolVersion, ResultType, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
@@ -26,18 +30,73 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::task::TaskTracker;
 
-const INSTRUCTIONS: &str = "Durable tasks and conversation history for the authenticated user. \
-Tasks: add_task, list_tasks, complete_task, update_task, delete_task. Conversations: \
-start_conversation, list_conversations, append_message, get_conversation_history (summary plus \
-messages, oldest first: enough to rebuild context), set_conversation_summary, \
-archive_conversation. Every tool call is recorded as a `tool` message: task tools record into \
-the conversation named by their `conversation_id` argument, everything else into the \
-\"Tool activity\" conversation (see list_conversations). Pass an idempotency_key to add_task \
-when retrying.";
+/// The server's instructions, around the tool list derived from the definitions.
+fn instructions(tools: &[Tool]) -> String {
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
+    format!(
+        "Durable tasks and conversation history for the authenticated user. Tools: {}. \
+         get_conversation_history returns a summary plus messages, oldest first: enough to \
+         rebuild context. Every tool call is recorded as a `tool` message: tools with an \
+         optional `conversation_id` record into that conversation, everything else into \
+         the \"Tool activity\" conversation (see list_conversations); each tool's `_meta` \
+         [\"{RECORD_META_KEY}\"] says which. Pass an idempotency_key to add_task when \
+         retrying.",
+        names.join(", ")
+    )
+}
+
+/// Where a tool's call record goes: declared with the tool (`#[tool(meta =
+/// records(RecordIn::…))]`) and published in its `_meta` under [`RECORD_META_KEY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordIn {
+    /// The caller's "Tool activity" conversation.
+    ActivityLog,
+    /// The conversation named by the call's optional `conversation_id` argument (else
+    /// the activity log).
+    NamedConversation,
+    /// The call reads the history of the conversation its `conversation_id` names: the
+    /// record goes to a log that is not the one read, so a read never grows what it reads.
+    ReadLog,
+}
+
+/// The `_meta` key naming where a tool's call record goes.
+pub const RECORD_META_KEY: &str = "todo-mcp/call-record";
+
+impl RecordIn {
+    const ALL: [RecordIn; 3] = [
+        RecordIn::ActivityLog,
+        RecordIn::NamedConversation,
+        RecordIn::ReadLog,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordIn::ActivityLog => "activity_log",
+            RecordIn::NamedConversation => "conversation_id",
+            RecordIn::ReadLog => "read_log",
+        }
+    }
+
+    /// The rule a tool definition declares in its `_meta`, if any.
+    pub fn of(tool: &Tool) -> Option<RecordIn> {
+        let declared = tool.meta.as_ref()?.0.get(RECORD_META_KEY)?.as_str()?;
+        RecordIn::ALL
+            .into_iter()
+            .find(|rule| rule.as_str() == declared)
+    }
+}
+
+/// A tool's `_meta`: where its call record goes.
+pub fn records(rule: RecordIn) -> MetaObject {
+    let mut meta = MetaObject::new();
+    meta.0.insert(RECORD_META_KEY.into(), rule.as_str().into());
+    meta
+}
 
 /// How the server learns who is calling.
 #[derive(Clone)]
@@ -69,20 +128,56 @@ pub struct TodoServer {
     db: Database,
     identity: Identity,
     quotas: Quotas,
-    tool_router: ToolRouter<Self>,
+    tool_router: Arc<ToolRouter<Self>>,
+    /// Where each tool's records go, from its definition.
+    record_rules: Arc<HashMap<String, RecordIn>>,
+    instructions: Arc<str>,
     /// Counts the calls under way, so a shutdown can wait for them.
     in_flight: Option<TaskTracker>,
 }
 
 impl TodoServer {
     pub fn new(db: Database, identity: Identity, quotas: Quotas) -> Self {
+        let tool_router = Self::router();
+        let tools = tool_router.list_all();
+        let record_rules = tools
+            .iter()
+            .map(|tool| {
+                let rule = RecordIn::of(tool).unwrap_or(RecordIn::ActivityLog);
+                (tool.name.to_string(), rule)
+            })
+            .collect();
         TodoServer {
             db,
             identity,
             quotas,
-            tool_router: Self::task_tools() + Self::conversation_tools(),
+            tool_router: Arc::new(tool_router),
+            record_rules: Arc::new(record_rules),
+            instructions: instructions(&tools).into(),
             in_flight: None,
         }
+    }
+
+    /// Every tool group's router: the one place a new group of tools is added.
+    fn router() -> ToolRouter<Self> {
+        Self::task_tools() + Self::conversation_tools()
+    }
+
+    /// Every tool's definition (as tools/list gives them), sorted by name.
+    pub fn tools() -> Vec<Tool> {
+        Self::router().list_all()
+    }
+
+    /// The server's instructions, as `initialize` gives them.
+    pub fn instructions(&self) -> &str {
+        &self.instructions
+    }
+
+    fn record_rule(&self, tool: &str) -> RecordIn {
+        self.record_rules
+            .get(tool)
+            .copied()
+            .unwrap_or(RecordIn::ActivityLog)
     }
 
     /// The same server for a session whose user is known from its start.
@@ -111,7 +206,7 @@ impl TodoServer {
     /// Begins an attempt at the call's transaction and settles where its record goes.
     async fn begin_call(&self, call: &Call) -> Result<(Tx, uuid::Uuid), StoreError> {
         let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
-        match record_destination(&mut tx, call, true).await {
+        match record_destination(&mut tx, call, self.record_rule(&call.tool), true).await {
             Ok(destination) => Ok((tx, destination)),
             Err(error) => Err(abandon(tx, error).await),
         }
@@ -184,7 +279,8 @@ impl TodoServer {
     async fn record_failure(&self, call: &Call, failure: &ToolError) {
         let result: Result<(), StoreError> = async {
             let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
-            let destination = record_destination(&mut tx, call, false).await?;
+            let destination =
+                record_destination(&mut tx, call, self.record_rule(&call.tool), false).await?;
             let record = CallRecord {
                 tool: &call.tool,
                 arguments: &call.arguments,
@@ -260,17 +356,6 @@ fn backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(u64::from(attempt) * 10 + jitter)
 }
 
-/// Tools whose `conversation_id` argument names the conversation their record goes to.
-const RECORD_IN_ARGUMENT_CONVERSATION: &[&str] = &[
-    "add_task",
-    "list_tasks",
-    "complete_task",
-    "update_task",
-    "delete_task",
-];
-/// Tools that read the history of the conversation named by `conversation_id`.
-const READS_HISTORY: &[&str] = &["get_conversation_history"];
-
 /// Where a call's record goes: the conversation its `conversation_id` names (task tools),
 /// else the caller's activity log, and never into a conversation the call reads.
 ///
@@ -279,6 +364,7 @@ const READS_HISTORY: &[&str] = &["get_conversation_history"];
 async fn record_destination(
     tx: &mut Tx,
     call: &Call,
+    rule: RecordIn,
     strict: bool,
 ) -> Result<uuid::Uuid, StoreError> {
     let calls_log = ActivityLog::Calls.id(&call.user);
@@ -289,14 +375,15 @@ async fn record_destination(
     let Some(named) = named else {
         return Ok(calls_log);
     };
-    if READS_HISTORY.contains(&call.tool.as_str()) {
-        return Ok(match parse_uuid("conversation_id", named) {
-            Ok(read) => ActivityLog::for_reading(&call.user, read),
-            Err(_) => calls_log,
-        });
-    }
-    if !RECORD_IN_ARGUMENT_CONVERSATION.contains(&call.tool.as_str()) {
-        return Ok(calls_log);
+    match rule {
+        RecordIn::ActivityLog => return Ok(calls_log),
+        RecordIn::ReadLog => {
+            return Ok(match parse_uuid("conversation_id", named) {
+                Ok(read) => ActivityLog::for_reading(&call.user, read),
+                Err(_) => calls_log,
+            });
+        }
+        RecordIn::NamedConversation => {}
     }
     let owned = match parse_uuid("conversation_id", named) {
         Ok(id) => conversation_store::get(tx, &call.user, id)
@@ -341,7 +428,7 @@ impl ServerHandler for TodoServer {
                     .with_title("todo-mcp")
                     .with_description(env!("CARGO_PKG_DESCRIPTION")),
             )
-            .with_instructions(INSTRUCTIONS)
+            .with_instructions(self.instructions.to_string())
     }
 
     /// Every tool, on one page. A `cursor` can only be one we never gave out: -32602, as
@@ -581,5 +668,31 @@ impl<T: JsonSchema> JsonSchema for Checked<T> {
 
     fn inline_schema() -> bool {
         T::inline_schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool that forgot `meta = records(…)` would silently record into the activity log.
+    #[test]
+    fn every_tool_declares_where_its_records_go() {
+        for tool in TodoServer::tools() {
+            assert!(
+                RecordIn::of(&tool).is_some(),
+                "{} has no `meta = records(RecordIn::…)`",
+                tool.name
+            );
+        }
+    }
+
+    #[test]
+    fn instructions_name_every_tool() {
+        let tools = TodoServer::tools();
+        let text = instructions(&tools);
+        for tool in &tools {
+            assert!(text.contains(tool.name.as_ref()), "{} missing", tool.name);
+        }
     }
 }

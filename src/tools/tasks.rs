@@ -1,6 +1,6 @@
 //! Task tools.
 
-use super::{Call, Checked, TodoServer, ToolError, transact};
+use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, transact};
 use crate::store::parse_uuid;
 use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges};
 use rmcp::handler::server::tool::Extension;
@@ -119,7 +119,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = false,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::NamedConversation)
     )]
     async fn add_task(
         &self,
@@ -146,7 +147,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::NamedConversation)
     )]
     async fn list_tasks(
         &self,
@@ -172,6 +174,30 @@ impl TodoServer {
     }
 
     #[tool(
+        description = "Read one task by its id.",
+        annotations(
+            title = "Get task",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::NamedConversation)
+    )]
+    async fn get_task(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<TaskIdArgs>>,
+    ) -> Result<Json<TaskResult>, ToolError> {
+        let args = args.get()?;
+        let task_id = parse_uuid("task_id", &args.task_id)?;
+        transact!(self, call, |tx| {
+            let task = tasks::get(tx, &call.user, task_id).await?;
+            Ok(TaskResult { task })
+        })
+    }
+
+    #[tool(
         description = "Mark a task completed. Completing a task that is already completed changes nothing and is not an error.",
         annotations(
             title = "Complete task",
@@ -179,7 +205,8 @@ impl TodoServer {
             destructive_hint = false,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::NamedConversation)
     )]
     async fn complete_task(
         &self,
@@ -202,7 +229,8 @@ impl TodoServer {
             destructive_hint = true,
             idempotent_hint = true,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::NamedConversation)
     )]
     async fn update_task(
         &self,
@@ -231,7 +259,8 @@ impl TodoServer {
             destructive_hint = true,
             idempotent_hint = false,
             open_world_hint = false
-        )
+        ),
+        meta = records(RecordIn::NamedConversation)
     )]
     async fn delete_task(
         &self,

@@ -27,6 +27,8 @@ pub mod http;
 pub mod jsonrpc;
 pub mod jwt;
 pub mod mcp;
+use std::sync::LazyLock;
+
 pub mod node;
 pub mod pg;
 pub mod pgbouncer;
@@ -42,26 +44,37 @@ pub use pg::PgTestDb;
 pub use sqlite::SqliteTestDb;
 
 /// Every tool the server has, sorted: the public contract tests check tools/list against.
-pub const TOOL_NAMES: [&str; 11] = [
-    "add_task",
-    "append_message",
-    "archive_conversation",
-    "complete_task",
-    "delete_task",
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-    "set_conversation_summary",
-    "start_conversation",
-    "update_task",
-];
+/// Read from the committed mcp-manifest.json, which `todo-mcp manifest` generates from the
+/// tool definitions (tests/manifest.rs keeps the two equal), so no test lists tools by hand.
+pub static TOOL_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut names: Vec<&'static str> = manifest_tools()
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    names
+});
 
-/// The tools that only read (`readOnlyHint: true`).
-pub const READ_ONLY_TOOLS: [&str; 3] = [
-    "get_conversation_history",
-    "list_conversations",
-    "list_tasks",
-];
+/// The tools that only read (`readOnlyHint: true`), from the same manifest.
+pub static READ_ONLY_TOOLS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    manifest_tools()
+        .iter()
+        .filter(|tool| tool["annotations"]["readOnlyHint"] == true)
+        .filter_map(|tool| tool["name"].as_str())
+        .collect()
+});
+
+fn manifest_tools() -> &'static [serde_json::Value] {
+    static MANIFEST: LazyLock<serde_json::Value> = LazyLock::new(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp-manifest.json");
+        let text = std::fs::read_to_string(path).expect("read mcp-manifest.json");
+        serde_json::from_str(&text).expect("mcp-manifest.json is JSON")
+    });
+    MANIFEST["tools"]
+        .as_array()
+        .map(Vec::as_slice)
+        .expect("mcp-manifest.json has tools")
+}
 
 /// Which storage backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
