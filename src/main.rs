@@ -315,7 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sessions,
                 quotas,
             };
-            todo_mcp::transport::http::serve(db, url, options).await
+            todo_mcp::transport::http::serve(db, options).await
         }
         Command::Migrate { action } => migrate(&url, action.unwrap_or(MigrateAction::Run)).await,
         Command::Token { action } => {

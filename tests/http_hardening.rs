@@ -785,3 +785,34 @@ async fn readyz_reports_a_pending_migration_and_healthz_stays_up() {
     let health = get(&server, "/healthz").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
 }
+
+/// `/readyz` asks on a pooled connection: 50 probes open no connection each (PostgreSQL's
+/// own count of sessions opened on the database grows by no more than the pool fills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_probes_use_the_pool() {
+    let db = PgTestDb::new().await;
+    let server = start_http(db.url(), &[], &[]).await;
+    let sessions = || async {
+        let query = format!(
+            "SELECT sessions FROM pg_stat_database WHERE datname = '{}'",
+            db.name()
+        );
+        db.query_json(&query).await[0]["sessions"]
+            .as_i64()
+            .expect("pg_stat_database.sessions (PostgreSQL 14 or later)")
+    };
+    let ready = get(&server, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    let before = sessions().await;
+    for _ in 0..50 {
+        let ready = get(&server, "/readyz").await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    }
+    // Statistics reach pg_stat_database when a backend reports them: let them settle.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let opened = sessions().await - before;
+    assert!(
+        opened <= 2,
+        "50 /readyz probes opened {opened} database sessions; the pool should serve them"
+    );
+}

@@ -6,7 +6,7 @@
 //! was before the run); on SQLite an exclusive lock on a file beside the database, each
 //! migration in its own transaction. Both backends have transactional DDL.
 
-use super::{DatabaseUrl, DbError, pg, sqlite};
+use super::{Database, DatabaseUrl, DbError, pg, sqlite};
 use diesel::QueryableByName;
 use diesel::migration::{Migration, MigrationSource};
 use diesel::pg::Pg;
@@ -63,6 +63,33 @@ pub async fn status(url: &DatabaseUrl) -> Result<Vec<MigrationState>, DbError> {
             version,
             name,
         })
+        .collect())
+}
+
+/// Names of the embedded migrations the database has not applied, asked on a pooled
+/// connection: what `/readyz` wants on every probe, without opening a connection for it.
+pub async fn pending(db: &Database) -> Result<Vec<String>, DbError> {
+    #[derive(QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let mut tx = db.autocommit().await?;
+    let applied: Vec<Applied> = crate::on_backend!(tx, |conn| {
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load(conn)
+            .await?
+    });
+    tx.commit().await?;
+    let all = if db.is_postgres() {
+        describe::<Pg>(&POSTGRES)?
+    } else {
+        describe::<Sqlite>(&SQLITE)?
+    };
+    Ok(all
+        .into_iter()
+        .filter(|(version, _)| !applied.iter().any(|a| a.version == *version))
+        .map(|(_, name)| name)
         .collect())
 }
 

@@ -219,6 +219,10 @@ impl Database {
         })
     }
 
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.pool {
             Pool::Postgres(_) => "postgresql",

@@ -11,7 +11,7 @@ mod legacy_sse;
 mod reply;
 mod sessions;
 
-use crate::db::{Database, DatabaseUrl, migrations};
+use crate::db::{Database, migrations};
 use crate::store::{Quotas, UserId};
 use crate::tools::{Identity, TodoServer, UserOfRequest};
 use axum::Router;
@@ -56,7 +56,7 @@ pub struct HttpOptions {
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
-pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyhow::Result<()> {
+pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     if matches!(options.auth, AuthMode::None) && !options.listen.ip().is_loopback() {
         anyhow::bail!(
             "--no-auth serves anyone who can connect as the local user: it only listens on a \
@@ -70,7 +70,7 @@ pub async fn serve(db: Database, url: DatabaseUrl, options: HttpOptions) -> anyh
     let accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let app = router(db, url, &options, streams.clone(), in_flight.clone());
+    let app = router(db, &options, streams.clone(), in_flight.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
@@ -156,12 +156,10 @@ async fn wait_for_signal() {
 #[derive(Clone)]
 struct AppState {
     db: Database,
-    url: DatabaseUrl,
 }
 
 fn router(
     db: Database,
-    url: DatabaseUrl,
     options: &HttpOptions,
     streams: CancellationToken,
     in_flight: TaskTracker,
@@ -218,7 +216,7 @@ fn router(
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { db, url })
+        .with_state(AppState { db })
         .merge(authenticated)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(guard::HostGuard::new(&options.allowed_hosts)),
@@ -236,33 +234,18 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and its schema is current: this replica can serve.
+/// The database answers and its schema is current: this replica can serve. One pooled
+/// connection, one query: probes cost no new connection.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if let Err(error) = state.db.ping().await {
-        return (
+    match migrations::pending(&state.db).await {
+        Ok(pending) if pending.is_empty() => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "backend": state.db.backend_name() })),
+        ),
+        Ok(pending) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": error.to_string() })),
-        );
-    }
-    match migrations::status(&state.url).await {
-        Ok(all) => {
-            let pending: Vec<String> = all
-                .into_iter()
-                .filter(|m| !m.applied)
-                .map(|m| m.name)
-                .collect();
-            if pending.is_empty() {
-                (
-                    StatusCode::OK,
-                    Json(json!({ "status": "ready", "backend": state.db.backend_name() })),
-                )
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "status": "migrations pending", "pending": pending })),
-                )
-            }
-        }
+            Json(json!({ "status": "migrations pending", "pending": pending })),
+        ),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "reason": error.to_string() })),
