@@ -142,6 +142,15 @@ enum Command {
         /// any session; without this flag every request stands alone.
         #[arg(long)]
         sessions: bool,
+        /// With --sessions: seconds a session may go unused before it is ended (a request
+        /// naming it then gets 404, as for any ended session, and its row is deleted).
+        #[arg(
+            long,
+            env = "TODO_MCP_SESSION_IDLE_TIMEOUT",
+            default_value_t = 86_400.0,
+            value_name = "SECONDS"
+        )]
+        session_idle_timeout: f64,
     },
     /// Database migrations (embedded in the binary): apply, inspect or revert.
     Migrate {
@@ -300,7 +309,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             allowed_hosts,
             no_migrate,
             sessions,
+            session_idle_timeout,
         } => {
+            let sessions = sessions
+                .then(|| seconds("--session-idle-timeout", session_idle_timeout))
+                .transpose()?;
             let db = prepare(&url, &options, no_migrate).await?;
             let auth = if no_auth {
                 ensure_user(&db, &UserId::local()).await?;

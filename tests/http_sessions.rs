@@ -134,3 +134,68 @@ async fn without_sessions_no_session_is_handed_out() {
         Vec::<Value>::new()
     );
 }
+
+/// `--session-idle-timeout`: a session unused for longer is ended. Naming it gets 404 and
+/// deletes its row; opening another session sweeps every expired one; a session in use
+/// stays alive past the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_on_use_and_are_swept() {
+    let db = PgTestDb::new().await;
+    let alice = create_token(db.url(), "alice");
+    let server = start_http(
+        db.url(),
+        &["--sessions", "--session-idle-timeout", "2"],
+        &[],
+    )
+    .await;
+    let url = server.mcp_url();
+    let idle = open_session(&url, &alice).await;
+    let swept = open_session(&url, &alice).await;
+    let busy = open_session(&url, &alice).await;
+    let reply = add_task(&url, &alice, &idle, "while fresh").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    // `busy` is used every 0.6 s across 3 s; the others are not.
+    for i in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let reply = add_task(&url, &alice, &busy, &format!("busy {i}")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "busy session, call {i}: {}",
+            reply.body
+        );
+    }
+
+    let reply = add_task(&url, &alice, &idle, "after its timeout").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    let ids = |rows: Vec<Value>| -> Vec<String> {
+        rows.iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let left = ids(db
+        .query_json("SELECT id FROM mcp_sessions ORDER BY id")
+        .await);
+    assert!(
+        !left.contains(&idle),
+        "the expired session's row is deleted on use"
+    );
+    assert!(
+        left.contains(&swept),
+        "not swept before a new session is saved"
+    );
+
+    let fresh = open_session(&url, &alice).await;
+    let mut expected = vec![busy.clone(), fresh];
+    expected.sort();
+    assert_eq!(
+        ids(db
+            .query_json("SELECT id FROM mcp_sessions ORDER BY id")
+            .await),
+        expected,
+        "opening a session swept the expired one"
+    );
+    let titles = db.query_json("SELECT title FROM tasks ORDER BY id").await;
+    assert_eq!(titles.len(), 6, "{titles:?}");
+}

@@ -12,6 +12,7 @@ mod reply;
 mod sessions;
 
 use crate::db::{Database, migrations};
+use crate::store::sessions::Sessions;
 use crate::store::{Quotas, UserId};
 use crate::tools::{Identity, TodoServer, UserOfRequest};
 use axum::Router;
@@ -50,8 +51,9 @@ pub struct HttpOptions {
     pub auth: AuthMode,
     /// Host names (or `host:port`) accepted besides the loopback ones.
     pub allowed_hosts: Vec<String>,
-    /// Offer `Mcp-Session-Id` sessions (kept in the database) to clients that want them.
-    pub sessions: bool,
+    /// Offer `Mcp-Session-Id` sessions (kept in the database) to clients that want them,
+    /// ended after this long unused.
+    pub sessions: Option<std::time::Duration>,
     pub quotas: Quotas,
 }
 
@@ -186,16 +188,17 @@ fn router(
         .with_max_request_body_bytes(MAX_BODY_BYTES)
         .with_cancellation_token(streams.child_token());
     let streamable =
-        if options.sessions {
+        if let Some(idle) = options.sessions {
+            let sessions = Sessions::new(db.clone(), idle);
             let mut config = config.with_legacy_session_mode(true);
-            config.session_store = Some(Arc::new(sessions::DbSessionStore::new(db.clone())));
+            config.session_store = Some(Arc::new(sessions::DbSessionStore::new(sessions.clone())));
             let service = StreamableHttpService::new(
                 new_server,
                 Arc::new(LocalSessionManager::default()),
                 config,
             );
             Router::new().route_service("/mcp", service).layer(
-                axum::middleware::from_fn_with_state(db.clone(), sessions::check_session_owner),
+                axum::middleware::from_fn_with_state(sessions, sessions::check_session_owner),
             )
         } else {
             let service = StreamableHttpService::new(

@@ -3,8 +3,8 @@
 //! so a replica that never saw a session restores it from there; each session belongs to
 //! the user who opened it, and anyone else is told it does not exist.
 
-use crate::db::{Database, Scope};
-use crate::store::{StoreError, UserId, sessions};
+use crate::store::sessions::Sessions;
+use crate::store::{StoreError, UserId};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -24,12 +24,12 @@ tokio::task_local! {
 const SESSION_HEADER: &str = "mcp-session-id";
 
 pub struct DbSessionStore {
-    db: Database,
+    sessions: Sessions,
 }
 
 impl DbSessionStore {
-    pub fn new(db: Database) -> Self {
-        DbSessionStore { db }
+    pub fn new(sessions: Sessions) -> Self {
+        DbSessionStore { sessions }
     }
 }
 
@@ -40,10 +40,7 @@ fn store_error(error: impl Into<StoreError>) -> SessionStoreError {
 #[async_trait::async_trait]
 impl SessionStore for DbSessionStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
-        let state = sessions::load(&mut tx, session_id).await;
-        tx.rollback().await.map_err(store_error)?;
-        match state.map_err(store_error)? {
+        match self.sessions.load(session_id).await.map_err(store_error)? {
             Some(state) => Ok(Some(serde_json::from_value(state)?)),
             None => Ok(None),
         }
@@ -54,29 +51,22 @@ impl SessionStore for DbSessionStore {
             .try_with(UserId::clone)
             .map_err(|_| "a session was saved outside an authenticated request")?;
         let state = serde_json::to_value(state)?;
-        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
-        sessions::save(&mut tx, session_id, &user, &state)
+        self.sessions
+            .save(session_id, &user, &state)
             .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(())
+            .map_err(store_error)
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
-        let mut tx = self.db.begin(Scope::System).await.map_err(store_error)?;
-        sessions::delete(&mut tx, session_id)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(())
+        self.sessions.delete(session_id).await.map_err(store_error)
     }
 }
 
-/// A request naming a session must come from its owner: an unknown, ended or another
-/// user's session gets 404, as the protocol asks for ended sessions. Runs after
+/// A request naming a session must come from its owner: an unknown, ended, expired or
+/// another user's session gets 404, as the protocol asks for ended sessions. Runs after
 /// authentication.
 pub async fn check_session_owner(
-    State(db): State<Database>,
+    State(sessions): State<Sessions>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -89,14 +79,7 @@ pub async fn check_session_owner(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     if let Some(session) = session {
-        let owner = async {
-            let mut tx = db.begin(Scope::System).await?;
-            let owner = sessions::owner(&mut tx, &session).await;
-            tx.rollback().await?;
-            owner
-        }
-        .await;
-        match owner {
+        match sessions.owner(&session).await {
             Ok(Some(owner)) if owner == user => {}
             Ok(_) => {
                 return refusal(StatusCode::NOT_FOUND, INVALID_REQUEST, "Session not found");
