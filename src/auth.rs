@@ -1,6 +1,6 @@
 //! Who is calling: the user named by a bearer credential, an API token or a JWT.
 
-use crate::db::{Database, Scope};
+use crate::db::Database;
 use crate::store::tokens::{self, TokenCheck};
 use crate::store::{StoreError, UserId, users};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
@@ -45,10 +45,7 @@ impl Authenticator {
     pub async fn authenticate(&self, db: &Database, credential: &str) -> Result<UserId, AuthError> {
         let credential = credential.trim();
         if tokens::looks_like_api_token(credential) {
-            let mut tx = db.autocommit().await.map_err(StoreError::from)?;
-            let checked = tokens::check(&mut tx, credential).await;
-            tx.rollback().await.map_err(StoreError::from)?;
-            return match checked? {
+            return match tokens::check(db, credential).await? {
                 TokenCheck::Valid(user) => Ok(user),
                 TokenCheck::Unknown => Err(AuthError::Invalid),
                 TokenCheck::Expired => Err(AuthError::Expired),
@@ -61,18 +58,9 @@ impl Authenticator {
         let key = self.jwt_key.as_ref().ok_or(AuthError::JwtDisabled)?;
         let user = decode_jwt(key, credential)?;
         // Every request of a JWT user comes here: read first, create only on first sight.
-        let mut read = db.autocommit().await.map_err(StoreError::from)?;
-        let known = users::exists(&mut read, &user).await;
-        read.commit().await.map_err(StoreError::from)?;
-        if known? {
-            return Ok(user);
+        if !users::exists(db, &user).await? {
+            users::ensure(db, &user).await?;
         }
-        let mut tx = db
-            .begin(Scope::User(user.as_str()))
-            .await
-            .map_err(StoreError::from)?;
-        users::ensure(&mut tx, &user).await?;
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(user)
     }
 }

@@ -4,8 +4,8 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use todo_mcp::auth::Authenticator;
-use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, Scope, migrations};
-use todo_mcp::store::{Quotas, StoreError, UserId, tokens, users};
+use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
+use todo_mcp::store::{Quotas, StoreError, UserId, quote, tokens, users};
 use todo_mcp::transport::http::{AuthMode, HttpOptions};
 
 /// Durable tasks and conversation history for AI agents, over MCP.
@@ -377,10 +377,7 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
 }
 
 async fn ensure_user(db: &Database, user: &UserId) -> anyhow::Result<()> {
-    let mut tx = db.begin(Scope::User(user.as_str())).await?;
-    users::ensure(&mut tx, user).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(users::ensure(db, user).await?)
 }
 
 async fn migrate(url: &DatabaseUrl, action: MigrateAction) -> anyhow::Result<()> {
@@ -434,30 +431,24 @@ async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
             expires_in,
         } => {
             let user = UserId::parse(&user)?;
-            // Issuing creates the user and their activity logs: user rows, so user scope.
-            let mut tx = db.begin(Scope::User(user.as_str())).await?;
             let expires_at =
                 expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
-            let issued = tokens::create(&mut tx, &user, name.as_deref(), expires_at).await?;
-            tx.commit().await?;
+            let issued = tokens::create(db, &user, name.as_deref(), expires_at).await?;
             eprintln!("token {} issued for user {user}", issued.id);
             println!("{}", issued.secret);
         }
         TokenAction::List { user } => {
             let user = UserId::parse(&user)?;
-            let mut tx = db.begin(Scope::System).await?;
-            let list = tokens::list(&mut tx, &user).await?;
-            tx.rollback().await?;
+            let list = tokens::list(db, &user).await?;
             for token in list {
                 println!("{}", serde_json::to_string(&token)?);
             }
         }
         TokenAction::Revoke { id } => {
-            let id = uuid::Uuid::parse_str(id.trim())
-                .map_err(|_| StoreError::invalid("id", format!("`{id}` is not a token id")))?;
-            let mut tx = db.begin(Scope::System).await?;
-            let revoked = tokens::revoke(&mut tx, id).await?;
-            tx.commit().await?;
+            let id = uuid::Uuid::parse_str(id.trim()).map_err(|_| {
+                StoreError::invalid("id", format!("{} is not a token id", quote(&id)))
+            })?;
+            let revoked = tokens::revoke(db, id).await?;
             eprintln!("token {} of user {} revoked", revoked.id, revoked.user_id);
         }
     }

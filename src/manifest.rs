@@ -2,7 +2,7 @@
 //! from the tool definitions and the command line, so that neither is kept by hand
 //! (tests/manifest.rs fails when the committed files differ from what this generates).
 
-use crate::tools::{RecordIn, TodoServer};
+use crate::tools::{RecordIn, TodoServer, records_in};
 use rmcp::model::Tool;
 use serde_json::{Map, Value, json};
 
@@ -201,7 +201,7 @@ fn hints(tool: &Tool) -> String {
 }
 
 fn record(tool: &Tool) -> &'static str {
-    match RecordIn::of(tool) {
+    match records_in(tool) {
         Some(RecordIn::NamedConversation) => "`conversation_id`, else Tool activity",
         Some(RecordIn::ReadLog) => "a log other than the one read",
         Some(RecordIn::ActivityLog) | None => "Tool activity",

@@ -652,7 +652,66 @@ async fn jwt_and_api_token_with_the_same_sub_are_one_user(db: TestDb) {
     dave.close().await;
 }
 
+/// A list cursor is bound to its user and its list: another user's cursor, a cursor of
+/// the other list, and a well-formed made-up one are refused with `invalid_argument`.
+async fn cursors_are_bound_to_their_user_and_list(db: TestDb) {
+    let alice = connect_as(&db, "alice").await;
+    let bob = connect_as(&db, "bob").await;
+    for title in ["one", "two", "three"] {
+        alice.call_ok("add_task", json!({ "title": title })).await;
+        bob.call_ok("add_task", json!({ "title": title })).await;
+        alice
+            .call_ok("start_conversation", json!({ "title": title }))
+            .await;
+    }
+    let page = alice.call_ok("list_tasks", json!({ "limit": 1 })).await;
+    let task_cursor = str_at(&page, "/next_cursor").to_owned();
+    let page = alice
+        .call_ok("list_conversations", json!({ "limit": 1 }))
+        .await;
+    let conversation_cursor = str_at(&page, "/next_cursor").to_owned();
+    // Alice's own cursors work.
+    let next = alice
+        .call_ok("list_tasks", json!({ "limit": 1, "cursor": task_cursor }))
+        .await;
+    assert_eq!(next["tasks"][0]["title"], "two");
+
+    let refused = "invalid_argument: invalid `cursor`: is not a cursor this list returned";
+    // The shape cursors had before they were signed: `t_` and a base64url task id.
+    let made_up = format!("t_{}", base64url(&[0x01; 16]));
+    for (who, tool, cursor) in [
+        (&bob, "list_tasks", &task_cursor),
+        (&bob, "list_conversations", &conversation_cursor),
+        (&alice, "list_conversations", &task_cursor),
+        (&alice, "list_tasks", &made_up),
+    ] {
+        let error = who
+            .call_err(tool, json!({ "limit": 1, "cursor": cursor }))
+            .await;
+        assert_eq!(error, refused, "{tool} with cursor {cursor}");
+    }
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Unpadded base64url, as cursors use.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 both_backends!(
+    cursors_are_bound_to_their_user_and_list,
     other_users_ids_behave_like_unknown_ids,
     lists_never_show_other_users_rows,
     jwt_and_api_token_with_the_same_sub_are_one_user,

@@ -4,7 +4,16 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use todo_mcp::store::{check_text, cursor};
+use todo_mcp::store::cursor::CursorKey;
+use todo_mcp::store::{UserId, check_text};
+
+fn key() -> CursorKey {
+    CursorKey::from_secret(b"a key for the property tests, 32+ bytes")
+}
+
+fn alice() -> UserId {
+    UserId::parse("alice").unwrap()
+}
 use todo_mcp::tools::Checked;
 use todo_mcp::tools::conversations::{AppendMessageArgs, HistoryArgs, SetSummaryArgs};
 use todo_mcp::tools::tasks::{AddTaskArgs, ListTasksArgs, UpdateTaskArgs};
@@ -98,18 +107,21 @@ proptest! {
     /// names the field.
     #[test]
     fn forged_cursors_are_refused_cleanly(raw in ".{0,64}") {
-        if let Err(error) = cursor::decode("t", "cursor", &raw) {
+        if let Err(error) = key().decode("t", &alice(), "cursor", &raw) {
             prop_assert!(error.to_string().contains("cursor"));
         }
     }
 
-    /// A cursor decodes to the id it encodes, and only for the list that made it.
+    /// A cursor decodes to the id it encodes, and only for the list and the user it was
+    /// made for.
     #[test]
     fn cursors_round_trip(bytes in any::<[u8; 16]>()) {
         let id = uuid::Uuid::from_bytes(bytes);
-        let encoded = cursor::encode("t", id);
-        prop_assert_eq!(cursor::decode("t", "cursor", &encoded).ok(), Some(id));
-        prop_assert!(cursor::decode("c", "cursor", &encoded).is_err());
+        let encoded = key().encode("t", &alice(), id);
+        prop_assert_eq!(key().decode("t", &alice(), "cursor", &encoded).ok(), Some(id));
+        prop_assert!(key().decode("c", &alice(), "cursor", &encoded).is_err());
+        let bob = UserId::parse("bob").unwrap();
+        prop_assert!(key().decode("t", &bob, "cursor", &encoded).is_err());
     }
 
     /// Text checks accept exactly: no NUL, and 1..=max characters once trimmed.

@@ -1,8 +1,7 @@
 //! The audit trail: every tool call, success or failure, becomes a `tool` message.
 
 use super::conversations::{Message, insert_message};
-use super::{ErrorKind, StoreError, UserId};
-use crate::db::Tx;
+use super::{ErrorKind, StoreError, UserTx};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -115,13 +114,13 @@ fn serialized_size(value: &Value) -> usize {
     counter.0
 }
 
-/// Writes the record into `conversation` (which must be the user's).
+/// Writes the record into `conversation` (which must be the transaction user's).
 pub async fn record(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     conversation: uuid::Uuid,
     call: CallRecord<'_>,
 ) -> Result<Message, StoreError> {
+    let (tx, user) = tx.split();
     let content = call.summary().replace('\0', NUL_STANDIN);
     let mut tool_calls = call.into_json();
     replace_nul(&mut tool_calls);

@@ -3,7 +3,9 @@
 //! Each user also has two activity-log conversations (see [`ActivityLog`]) that hold the
 //! records of tool calls not tied to a conversation of the caller's choosing.
 
-use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use super::UserTx;
+use super::cursor::CursorKey;
+use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::CachedDsl;
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
@@ -171,7 +173,7 @@ impl ActivityLog {
 }
 
 /// Creates the user's activity logs if missing.
-pub async fn ensure_activity_logs(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
+pub(super) async fn ensure_activity_logs(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
     let at = now();
     for log in [ActivityLog::Calls, ActivityLog::Reads] {
         on_backend!(tx, |conn| {
@@ -193,11 +195,8 @@ pub async fn ensure_activity_logs(tx: &mut Tx, user: &UserId) -> Result<(), Stor
     Ok(())
 }
 
-pub async fn start(
-    tx: &mut Tx,
-    user: &UserId,
-    title: Option<&str>,
-) -> Result<Conversation, StoreError> {
+pub async fn start(tx: &mut UserTx, title: Option<&str>) -> Result<Conversation, StoreError> {
+    let (tx, user) = tx.split();
     let title = title
         .map(|t| check_text("title", t, limits::CONVERSATION_TITLE, false))
         .transpose()?
@@ -223,15 +222,16 @@ pub async fn start(
 
 /// A page of conversations, newest first; archived ones only if asked for.
 pub async fn list(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     include_archived: bool,
     limit: Option<i64>,
     page_cursor: Option<&str>,
+    cursors: &CursorKey,
 ) -> Result<(Vec<Conversation>, Option<String>), StoreError> {
+    let (tx, user) = tx.split();
     let limit = page_size("limit", limit)?;
     let after = page_cursor
-        .map(|c| cursor::decode(CURSOR_KIND, "cursor", c))
+        .map(|c| cursors.decode(CURSOR_KIND, user, "cursor", c))
         .transpose()?
         .map(DbUuid);
     let mut rows: Vec<ConversationRow> = on_backend!(tx, |conn| {
@@ -254,13 +254,22 @@ pub async fn list(
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = more
-        .then(|| rows.last().map(|row| cursor::encode(CURSOR_KIND, row.id.0)))
+        .then(|| {
+            rows.last()
+                .map(|row| cursors.encode(CURSOR_KIND, user, row.id.0))
+        })
         .flatten();
     Ok((rows.into_iter().map(Conversation::from).collect(), next))
 }
 
 /// The conversation, if it is the user's.
-pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+pub async fn get(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+    let (tx, user) = tx.split();
+    find(tx, user, id).await
+}
+
+/// The conversation, if it is the user's.
+async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversation, StoreError> {
     let row: Option<ConversationRow> = on_backend!(tx, |conn| {
         use schema::conversations::dsl as c;
         c::conversations
@@ -277,13 +286,13 @@ pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversat
 /// Appends a message. The conversation's row is updated first, which locks it, so
 /// appends to one conversation commit one at a time and in id order.
 pub async fn append_message(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     conversation: uuid::Uuid,
     role: Role,
     content: &str,
     quotas: &Quotas,
 ) -> Result<Message, StoreError> {
+    let (tx, user) = tx.split();
     if content.contains('\0') {
         return Err(StoreError::invalid("content", "must not contain NUL bytes"));
     }
@@ -389,12 +398,12 @@ pub struct History {
 }
 
 pub async fn history(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     id: uuid::Uuid,
     limit: Option<i64>,
     before: Option<i64>,
 ) -> Result<History, StoreError> {
+    let (tx, user) = tx.split();
     let limit = page_size("limit", limit)?;
     if let Some(before) = before.filter(|b| *b < 1) {
         return Err(StoreError::invalid(
@@ -402,7 +411,7 @@ pub async fn history(
             format!("{before} is not a message id (ids start at 1)"),
         ));
     }
-    let conversation = get(tx, user, id).await?;
+    let conversation = find(tx, user, id).await?;
     let mut rows: Vec<MessageRow> = on_backend!(tx, |conn| {
         use schema::messages::dsl as m;
         let mut select = m::messages
@@ -432,12 +441,12 @@ pub async fn history(
 }
 
 pub async fn set_summary(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     id: uuid::Uuid,
     summary: &str,
     through_message_id: Option<i64>,
 ) -> Result<Conversation, StoreError> {
+    let (tx, user) = tx.split();
     let summary = check_text("summary", summary, limits::SUMMARY, false)?;
     if let Some(message) = through_message_id {
         let found: Option<i64> = on_backend!(tx, |conn| {
@@ -453,7 +462,7 @@ pub async fn set_summary(
         });
         if found.is_none() {
             // Tell apart "no such conversation" from "no such message in it".
-            get(tx, user, id).await?;
+            find(tx, user, id).await?;
             return Err(StoreError::invalid(
                 "through_message_id",
                 format!("message {message} is not in conversation {id}"),
@@ -484,11 +493,8 @@ pub async fn set_summary(
 }
 
 /// Archives (soft-deletes) a conversation; an archived one is returned unchanged.
-pub async fn archive(
-    tx: &mut Tx,
-    user: &UserId,
-    id: uuid::Uuid,
-) -> Result<Conversation, StoreError> {
+pub async fn archive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+    let (tx, user) = tx.split();
     let at = now();
     let row: Option<ConversationRow> = on_backend!(tx, |conn| {
         use schema::conversations::dsl as c;
@@ -511,6 +517,6 @@ pub async fn archive(
     });
     match row {
         Some(row) => Ok(row.into()),
-        None => get(tx, user, id).await,
+        None => find(tx, user, id).await,
     }
 }

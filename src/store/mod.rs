@@ -1,16 +1,23 @@
 //! The domain: tasks, conversations, messages, users and their tokens, and the audit trail.
 //!
-//! Every function takes the caller's [`UserId`] and an open transaction, and every query
-//! filters by that user: a row of another user is indistinguishable from a missing one.
+//! A user's data is reached only through a [`UserTx`]: a transaction that names its user,
+//! from which every store function takes the user its queries filter by (and that
+//! row-level security confines it to), so no query can be given another user than its
+//! transaction's. A row of another user is indistinguishable from a missing one.
+//! Transactions are opened, committed and rolled back here and in `crate::db` only: the
+//! layers above call store functions that take a [`UserTx`] (tool calls, see [`calls`]) or
+//! the [`Database`] itself (tokens, users, sessions, secrets), each one transaction.
 
 pub mod audit;
+pub mod calls;
 pub mod conversations;
+pub mod secrets;
 pub mod sessions;
 pub mod tasks;
 pub mod tokens;
 pub mod users;
 
-use crate::db::DbError;
+use crate::db::{Database, DbError, Scope, Tx};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
@@ -89,6 +96,61 @@ impl UserId {
 impl std::fmt::Display for UserId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A transaction scoped to one user: on PostgreSQL, row-level security confines it to
+/// that user, and every store function filters by the same user, taken from here.
+pub struct UserTx {
+    tx: Tx,
+    user: UserId,
+}
+
+impl UserTx {
+    pub async fn begin(db: &Database, user: &UserId) -> Result<Self, DbError> {
+        Ok(UserTx {
+            tx: db.begin(Scope::User(user.as_str())).await?,
+            user: user.clone(),
+        })
+    }
+
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// The connection's transaction and its user, for the queries of a store function.
+    fn split(&mut self) -> (&mut Tx, &UserId) {
+        (&mut self.tx, &self.user)
+    }
+
+    /// Whether the connection turned out closed before anything ran on it.
+    pub fn found_dead(&self) -> bool {
+        self.tx.found_dead()
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        self.tx.rollback().await
+    }
+}
+
+/// Ends a transaction by its work's outcome: commits after success, rolls back after a
+/// failure (a failed rollback is logged: the pool discards such a connection).
+async fn settle<T>(tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(error)
+        }
     }
 }
 
@@ -277,23 +339,79 @@ pub fn page_size(field: &'static str, requested: Option<i64>) -> Result<i64, Sto
     }
 }
 
-/// Opaque keyset cursors: the last id of a page, base64url-encoded with a kind prefix so
-/// a cursor of one list is refused by another.
+/// Opaque keyset cursors: the last id of a page and a MAC binding it to its user and its
+/// list, base64url-encoded with a kind prefix. A cursor of another user, of another list,
+/// or made up is refused; any replica can check one, since the key is in the database.
 pub mod cursor {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
 
-    pub fn encode(kind: &str, id: uuid::Uuid) -> String {
-        format!("{kind}_{}", URL_SAFE_NO_PAD.encode(id.as_bytes()))
+    /// Bytes of the MAC a cursor carries (128 bits).
+    const TAG_BYTES: usize = 16;
+
+    /// The key cursors are signed with ([`super::secrets::cursor_key`] loads it), as an
+    /// HMAC state with the key already absorbed: each use clones it.
+    #[derive(Clone)]
+    pub struct CursorKey(Hmac<Sha256>);
+
+    impl std::fmt::Debug for CursorKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("CursorKey(…)")
+        }
     }
 
-    pub fn decode(kind: &str, field: &'static str, raw: &str) -> Result<uuid::Uuid, StoreError> {
-        let bad = || StoreError::invalid(field, "is not a cursor this list returned");
-        let encoded = raw
-            .strip_prefix(kind)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .ok_or_else(bad)?;
-        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| bad())?;
-        uuid::Uuid::from_slice(&bytes).map_err(|_| bad())
+    impl CursorKey {
+        pub fn from_secret(secret: &[u8]) -> Self {
+            CursorKey(
+                <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret).unwrap_or_else(
+                    |_| {
+                        // HMAC takes a key of any length; this arm cannot be reached.
+                        <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default())
+                    },
+                ),
+            )
+        }
+
+        fn mac(&self, kind: &str, user: &UserId, id: uuid::Uuid) -> Hmac<Sha256> {
+            let mut mac = self.0.clone();
+            for part in [kind.as_bytes(), b"\0", user.as_str().as_bytes(), b"\0"] {
+                mac.update(part);
+            }
+            mac.update(id.as_bytes());
+            mac
+        }
+
+        pub fn encode(&self, kind: &str, user: &UserId, id: uuid::Uuid) -> String {
+            let tag = self.mac(kind, user, id).finalize().into_bytes();
+            let mut bytes = id.as_bytes().to_vec();
+            bytes.extend_from_slice(&tag[..TAG_BYTES]);
+            format!("{kind}_{}", URL_SAFE_NO_PAD.encode(bytes))
+        }
+
+        pub fn decode(
+            &self,
+            kind: &str,
+            user: &UserId,
+            field: &'static str,
+            raw: &str,
+        ) -> Result<uuid::Uuid, StoreError> {
+            let bad = || StoreError::invalid(field, "is not a cursor this list returned");
+            let encoded = raw
+                .strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .ok_or_else(bad)?;
+            let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| bad())?;
+            if bytes.len() != 16 + TAG_BYTES {
+                return Err(bad());
+            }
+            let (id, tag) = bytes.split_at(16);
+            let id = uuid::Uuid::from_slice(id).map_err(|_| bad())?;
+            self.mac(kind, user, id)
+                .verify_truncated_left(tag)
+                .map_err(|_| bad())?;
+            Ok(id)
+        }
     }
 }
 
@@ -321,12 +439,29 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {
+        let key = cursor::CursorKey::from_secret(&[7; 32]);
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
         let id = uuid::Uuid::now_v7();
-        let encoded = cursor::encode("t", id);
-        assert_eq!(cursor::decode("t", "cursor", &encoded).unwrap(), id);
-        assert!(cursor::decode("c", "cursor", &encoded).is_err());
-        assert!(cursor::decode("t", "cursor", "t_!!!").is_err());
-        assert!(cursor::decode("t", "cursor", "t_AAAA").is_err());
+        let encoded = key.encode("t", &alice, id);
+        assert_eq!(key.decode("t", &alice, "cursor", &encoded).unwrap(), id);
+        assert!(
+            key.decode("c", &alice, "cursor", &encoded).is_err(),
+            "another list"
+        );
+        assert!(
+            key.decode("t", &bob, "cursor", &encoded).is_err(),
+            "another user"
+        );
+        let other_key = cursor::CursorKey::from_secret(&[8; 32]);
+        assert!(other_key.decode("t", &alice, "cursor", &encoded).is_err());
+        // The right shape with a made-up position: the old, unsigned form.
+        let forged = format!("t_{}", URL_SAFE_NO_PAD.encode(id.as_bytes()));
+        assert!(key.decode("t", &alice, "cursor", &forged).is_err());
+        assert!(key.decode("t", &alice, "cursor", "t_!!!").is_err());
+        assert!(key.decode("t", &alice, "cursor", "t_AAAA").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! idle lifetime: on use (an expired session reads as absent, and is deleted) and by a
 //! sweep whenever a new session is saved.
 
-use super::{StoreError, UserId, now};
+use super::{StoreError, UserId, now, settle};
 use crate::db::sql::CachedDsl;
 use crate::db::{Database, Scope, Tx};
 use crate::on_backend;
@@ -47,14 +47,14 @@ impl Sessions {
             save(&mut tx, id, user, state).await
         }
         .await;
-        finish(tx, saved).await
+        settle(tx, saved).await
     }
 
     /// The session's state, unless it does not exist or has expired.
     pub async fn load(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let mut tx = self.db.begin(Scope::System).await?;
         let found = find(&mut tx, id).await;
-        let found = finish(tx, found).await?;
+        let found = settle(tx, found).await?;
         Ok(found
             .filter(|session| session.updated_at >= self.cutoff())
             .map(|session| session.state))
@@ -79,29 +79,13 @@ impl Sessions {
             UserId::parse(&session.user_id).map(Some)
         }
         .await;
-        finish(tx, owner).await
+        settle(tx, owner).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.db.begin(Scope::System).await?;
         let deleted = delete(&mut tx, id).await;
-        finish(tx, deleted).await
-    }
-}
-
-/// Commits after success, rolls back after a failure.
-async fn finish<T>(tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreError> {
-    match result {
-        Ok(value) => {
-            tx.commit().await?;
-            Ok(value)
-        }
-        Err(error) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, "rollback failed");
-            }
-            Err(error)
-        }
+        settle(tx, deleted).await
     }
 }
 

@@ -1,6 +1,8 @@
 //! Tasks: a user's to-do items.
 
-use super::{Quotas, StoreError, UserId, check_text, cursor, format_time, limits, now, page_size};
+use super::UserTx;
+use super::cursor::CursorKey;
+use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::{CachedDsl, coalesce, lower};
 use crate::db::{DbUuid, Tx};
 use crate::on_backend;
@@ -75,12 +77,8 @@ pub struct NewTask<'a> {
 
 /// Adds a task. With an idempotency key already used by this user, creates nothing and
 /// returns the task that key created first.
-pub async fn add(
-    tx: &mut Tx,
-    user: &UserId,
-    new: NewTask<'_>,
-    quotas: &Quotas,
-) -> Result<Task, StoreError> {
+pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<Task, StoreError> {
+    let (tx, user) = tx.split();
     let title = check_text("title", new.title, limits::TITLE, true)?;
     let description = new
         .description
@@ -150,14 +148,15 @@ pub struct ListQuery<'a> {
 
 /// A page of tasks, newest first, and the cursor of the next page (none at the end).
 pub async fn list(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     query: ListQuery<'_>,
+    cursors: &CursorKey,
 ) -> Result<(Vec<Task>, Option<String>), StoreError> {
+    let (tx, user) = tx.split();
     let limit = page_size("limit", query.limit)?;
     let after = query
         .cursor
-        .map(|c| cursor::decode(CURSOR_KIND, "cursor", c))
+        .map(|c| cursors.decode(CURSOR_KIND, user, "cursor", c))
         .transpose()?
         .map(DbUuid);
     let pattern = query
@@ -166,7 +165,7 @@ pub async fn list(
         .transpose()?
         .filter(|q| !q.is_empty())
         .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
-    let rows: Vec<TaskRow> = on_backend!(tx, |conn| {
+    let mut rows: Vec<TaskRow> = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
         let mut select = t::tasks.filter(t::user_id.eq(user.as_str())).into_boxed();
         match query.status {
@@ -191,16 +190,15 @@ pub async fn list(
             .load(conn)
             .await?
     });
-    Ok(page(rows, limit))
-}
-
-fn page(mut rows: Vec<TaskRow>, limit: i64) -> (Vec<Task>, Option<String>) {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = more
-        .then(|| rows.last().map(|row| cursor::encode(CURSOR_KIND, row.id.0)))
+        .then(|| {
+            rows.last()
+                .map(|row| cursors.encode(CURSOR_KIND, user, row.id.0))
+        })
         .flatten();
-    (rows.into_iter().map(Task::from).collect(), next)
+    Ok((rows.into_iter().map(Task::from).collect(), next))
 }
 
 fn escape_like(text: &str) -> String {
@@ -210,7 +208,8 @@ fn escape_like(text: &str) -> String {
 }
 
 /// Marks a task completed; a completed task is returned unchanged.
-pub async fn complete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {
+pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreError> {
+    let (tx, user) = tx.split();
     let at = now();
     let updated: Option<TaskRow> = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
@@ -233,7 +232,7 @@ pub async fn complete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task
     });
     match updated {
         Some(row) => Ok(row.into()),
-        None => get(tx, user, id).await,
+        None => find(tx, user, id).await,
     }
 }
 
@@ -250,11 +249,11 @@ pub struct TaskChanges<'a> {
 }
 
 pub async fn update(
-    tx: &mut Tx,
-    user: &UserId,
+    tx: &mut UserTx,
     id: uuid::Uuid,
     changes: TaskChanges<'_>,
 ) -> Result<Task, StoreError> {
+    let (tx, user) = tx.split();
     if changes.title.is_none() && changes.description.is_none() && changes.completed.is_none() {
         return Err(StoreError::invalid(
             "title",
@@ -339,7 +338,7 @@ pub async fn update(
         (Some(row), _) => Ok(row.into()),
         (None, None) => Err(StoreError::not_found("task", id)),
         (None, Some(expected)) => {
-            let current = get(tx, user, id).await?;
+            let current = find(tx, user, id).await?;
             Err(StoreError::Conflict(format!(
                 "task {id} was updated at {}, not at expected_updated_at {}: read it again \
                  and retry",
@@ -351,7 +350,8 @@ pub async fn update(
 }
 
 /// Deletes a task for good.
-pub async fn delete(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<(), StoreError> {
+pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<(), StoreError> {
+    let (tx, user) = tx.split();
     let deleted: usize = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
         diesel::delete(
@@ -385,7 +385,13 @@ async fn change_task_count(tx: &mut Tx, user: &UserId, by: i32) -> Result<i32, S
     count.ok_or_else(|| StoreError::not_found("user", user))
 }
 
-pub async fn get(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {
+pub async fn get(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreError> {
+    let (tx, user) = tx.split();
+    find(tx, user, id).await
+}
+
+/// The task, if it is the user's.
+async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreError> {
     let row: Option<TaskRow> = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
         t::tasks

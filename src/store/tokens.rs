@@ -1,7 +1,7 @@
 //! API tokens: 256-bit random secrets, of which only a SHA-256 is stored.
 
-use super::{StoreError, UserId, check_text, format_time, limits, now};
-use crate::db::{DbUuid, Tx};
+use super::{StoreError, UserId, UserTx, check_text, format_time, limits, now, settle};
+use crate::db::{Database, DbUuid, Scope, Tx};
 use crate::on_backend;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,9 +74,9 @@ fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Issues a token for the user (who is created if new).
+/// Issues a token for the user (who is created if new), in a transaction of its own.
 pub async fn create(
-    tx: &mut Tx,
+    db: &Database,
     user: &UserId,
     name: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
@@ -85,7 +85,22 @@ pub async fn create(
         .map(|n| check_text("name", n, limits::TOKEN_NAME, false))
         .transpose()?
         .filter(|n| !n.is_empty());
-    super::users::ensure(tx, user).await?;
+    // Issuing creates the user and their activity logs: user rows, so the user's scope.
+    let mut tx = UserTx::begin(db, user).await?;
+    let issued = async {
+        super::users::ensure_in(&mut tx).await?;
+        insert(&mut tx, name, expires_at).await
+    }
+    .await;
+    settle(tx.tx, issued).await
+}
+
+async fn insert(
+    tx: &mut UserTx,
+    name: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<IssuedToken, StoreError> {
+    let (tx, user) = tx.split();
     let mut random = [0u8; 32];
     rand::rng().fill_bytes(&mut random);
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
@@ -109,7 +124,14 @@ pub async fn create(
     Ok(IssuedToken { id, secret })
 }
 
-pub async fn list(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
+/// A user's tokens, oldest first.
+pub async fn list(db: &Database, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
+    let mut tx = db.begin(Scope::System).await?;
+    let listed = list_in(&mut tx, user).await;
+    settle(tx, listed).await
+}
+
+async fn list_in(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
     let rows: Vec<TokenRow> = on_backend!(tx, |conn| {
         use schema::api_tokens::dsl as k;
         k::api_tokens
@@ -122,7 +144,13 @@ pub async fn list(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreErr
 }
 
 /// Revokes a token by id; revoking a revoked token keeps its first revocation time.
-pub async fn revoke(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
+pub async fn revoke(db: &Database, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
+    let mut tx = db.begin(Scope::System).await?;
+    let revoked = revoke_in(&mut tx, id).await;
+    settle(tx, revoked).await
+}
+
+async fn revoke_in(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
     let at = now();
     let row: Option<TokenRow> = on_backend!(tx, |conn| {
         use schema::api_tokens::dsl as k;
@@ -138,8 +166,14 @@ pub async fn revoke(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError
 }
 
 /// Looks the secret up by its hash. Checked on every use, so a revocation takes effect
-/// on the next call.
-pub async fn check(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {
+/// on the next call. One read, outside a transaction where the connection allows it.
+pub async fn check(db: &Database, secret: &str) -> Result<TokenCheck, StoreError> {
+    let mut tx = db.autocommit().await?;
+    let checked = check_in(&mut tx, secret).await;
+    settle(tx, checked).await
+}
+
+async fn check_in(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {
     let presented = hash(secret);
     let row: Option<TokenRow> = on_backend!(tx, |conn| {
         use schema::api_tokens::dsl as k;

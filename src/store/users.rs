@@ -1,14 +1,22 @@
 //! Users: created on first sight (a token issued for them, or a JWT naming them).
 
 use super::conversations::ensure_activity_logs;
-use super::{StoreError, UserId, now};
-use crate::db::Tx;
+use super::{StoreError, UserId, UserTx, now, settle};
+use crate::db::{Database, Tx};
 use crate::on_backend;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-/// Creates the user and their activity logs if missing.
-pub async fn ensure(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
+/// Creates the user and their activity logs if missing, in a transaction of their own.
+pub async fn ensure(db: &Database, user: &UserId) -> Result<(), StoreError> {
+    let mut tx = UserTx::begin(db, user).await?;
+    let ensured = ensure_in(&mut tx).await;
+    settle(tx.tx, ensured).await
+}
+
+/// [`ensure`], within the user's transaction.
+pub(super) async fn ensure_in(tx: &mut UserTx) -> Result<(), StoreError> {
+    let (tx, user) = tx.split();
     let at = now();
     on_backend!(tx, |conn| {
         use schema::users::dsl as u;
@@ -22,7 +30,13 @@ pub async fn ensure(tx: &mut Tx, user: &UserId) -> Result<(), StoreError> {
 }
 
 /// Whether the user exists (one indexed read: no need for a transaction).
-pub async fn exists(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
+pub async fn exists(db: &Database, user: &UserId) -> Result<bool, StoreError> {
+    let mut tx = db.autocommit().await?;
+    let found = exists_in(&mut tx, user).await;
+    settle(tx, found).await
+}
+
+async fn exists_in(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
     let found: Option<String> = on_backend!(tx, |conn| {
         use schema::users::dsl as u;
         u::users

@@ -124,7 +124,7 @@ impl TodoServer {
     ) -> Result<Json<ConversationResult>, ToolError> {
         let args = args.get()?;
         transact!(self, call, |tx| {
-            let conversation = conversations::start(tx, &call.user, args.title.as_deref()).await?;
+            let conversation = conversations::start(tx, args.title.as_deref()).await?;
             Ok(ConversationResult { conversation })
         })
     }
@@ -149,10 +149,10 @@ impl TodoServer {
         transact!(self, call, |tx| {
             let (conversations, next_cursor) = conversations::list(
                 tx,
-                &call.user,
                 args.include_archived.unwrap_or(false),
                 args.limit,
                 args.cursor.as_deref(),
+                &self.cursors,
             )
             .await?;
             Ok(ConversationList {
@@ -183,7 +183,6 @@ impl TodoServer {
         transact!(self, call, |tx| {
             let message = conversations::append_message(
                 tx,
-                &call.user,
                 conversation_id,
                 args.role,
                 &args.content,
@@ -214,8 +213,7 @@ impl TodoServer {
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
             let history =
-                conversations::history(tx, &call.user, conversation_id, args.limit, args.before)
-                    .await?;
+                conversations::history(tx, conversation_id, args.limit, args.before).await?;
             Ok(HistoryResult {
                 summary: history.conversation.summary.clone(),
                 conversation: history.conversation,
@@ -246,7 +244,6 @@ impl TodoServer {
         transact!(self, call, |tx| {
             let conversation = conversations::set_summary(
                 tx,
-                &call.user,
                 conversation_id,
                 &args.summary,
                 args.through_message_id,
@@ -275,7 +272,7 @@ impl TodoServer {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         transact!(self, call, |tx| {
-            let conversation = conversations::archive(tx, &call.user, conversation_id).await?;
+            let conversation = conversations::archive(tx, conversation_id).await?;
             Ok(ConversationResult { conversation })
         })
     }

@@ -12,10 +12,11 @@
 pub mod conversations;
 pub mod tasks;
 
-use crate::db::{Database, DbError, Scope, Tx};
-use crate::store::audit::{self, CallRecord, Outcome};
-use crate::store::conversations::{self as conversation_store, ActivityLog};
-use crate::store::{ErrorKind, Quotas, StoreError, UserId, parse_uuid, quote, shorten};
+use crate::db::{Database, DbError};
+pub use crate::store::calls::{Call, RecordIn};
+use crate::store::cursor::CursorKey;
+use crate::store::{ErrorKind, Quotas, StoreError, UserId, quote, shorten};
+use crate::store::{calls, secrets};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
 use rmcp::model::{
@@ -27,7 +28,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -50,45 +51,16 @@ fn instructions(tools: &[Tool]) -> String {
     )
 }
 
-/// Where a tool's call record goes: declared with the tool (`#[tool(meta =
-/// records(RecordIn::…))]`) and published in its `_meta` under [`RECORD_META_KEY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RecordIn {
-    /// The caller's "Tool activity" conversation.
-    ActivityLog,
-    /// The conversation named by the call's optional `conversation_id` argument (else
-    /// the activity log).
-    NamedConversation,
-    /// The call reads the history of the conversation its `conversation_id` names: the
-    /// record goes to a log that is not the one read, so a read never grows what it reads.
-    ReadLog,
-}
-
-/// The `_meta` key naming where a tool's call record goes.
+/// The `_meta` key naming where a tool's call record goes ([`RecordIn::as_str`]).
 pub const RECORD_META_KEY: &str = "todo-mcp/call-record";
 
-impl RecordIn {
-    const ALL: [RecordIn; 3] = [
-        RecordIn::ActivityLog,
-        RecordIn::NamedConversation,
-        RecordIn::ReadLog,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RecordIn::ActivityLog => "activity_log",
-            RecordIn::NamedConversation => "conversation_id",
-            RecordIn::ReadLog => "read_log",
-        }
-    }
-
-    /// The rule a tool definition declares in its `_meta`, if any.
-    pub fn of(tool: &Tool) -> Option<RecordIn> {
-        let declared = tool.meta.as_ref()?.0.get(RECORD_META_KEY)?.as_str()?;
-        RecordIn::ALL
-            .into_iter()
-            .find(|rule| rule.as_str() == declared)
-    }
+/// Where a tool's records go, as its definition declares (`#[tool(meta =
+/// records(RecordIn::…))]`), if it does.
+pub fn records_in(tool: &Tool) -> Option<RecordIn> {
+    let declared = tool.meta.as_ref()?.0.get(RECORD_META_KEY)?.as_str()?;
+    RecordIn::ALL
+        .into_iter()
+        .find(|rule| rule.as_str() == declared)
 }
 
 /// A tool's `_meta`: where its call record goes.
@@ -111,23 +83,14 @@ pub enum Identity {
 /// Finds the authenticated user among a request's extensions.
 pub type UserOfRequest = Arc<dyn Fn(&Extensions) -> Option<UserId> + Send + Sync>;
 
-/// What every tool receives about its call, put in the request's extensions by
-/// [`TodoServer::call_tool`] before the tool runs.
-#[derive(Debug)]
-pub struct Call {
-    pub user: UserId,
-    pub tool: String,
-    /// The arguments exactly as the client sent them (what the audit record keeps).
-    pub arguments: Value,
-    pub started: Instant,
-}
-
 /// The todo-mcp MCP server.
 #[derive(Clone)]
 pub struct TodoServer {
     db: Database,
     identity: Identity,
     quotas: Quotas,
+    /// Signs and checks list cursors.
+    cursors: CursorKey,
     tool_router: Arc<ToolRouter<Self>>,
     /// Where each tool's records go, from its definition.
     record_rules: Arc<HashMap<String, RecordIn>>,
@@ -137,25 +100,28 @@ pub struct TodoServer {
 }
 
 impl TodoServer {
-    pub fn new(db: Database, identity: Identity, quotas: Quotas) -> Self {
+    /// The server, with the cursor key every replica shares (made on first start).
+    pub async fn new(db: Database, identity: Identity, quotas: Quotas) -> Result<Self, StoreError> {
+        let cursors = secrets::cursor_key(&db).await?;
         let tool_router = Self::router();
         let tools = tool_router.list_all();
         let record_rules = tools
             .iter()
             .map(|tool| {
-                let rule = RecordIn::of(tool).unwrap_or(RecordIn::ActivityLog);
+                let rule = records_in(tool).unwrap_or(RecordIn::ActivityLog);
                 (tool.name.to_string(), rule)
             })
             .collect();
-        TodoServer {
+        Ok(TodoServer {
             db,
             identity,
             quotas,
+            cursors,
             tool_router: Arc::new(tool_router),
             record_rules: Arc::new(record_rules),
             instructions: instructions(&tools).into(),
             in_flight: None,
-        }
+        })
     }
 
     /// Every tool group's router: the one place a new group of tools is added.
@@ -202,222 +168,19 @@ impl TodoServer {
             }),
         }
     }
-
-    /// Begins an attempt at the call's transaction and settles where its record goes.
-    async fn begin_call(&self, call: &Call) -> Result<(Tx, uuid::Uuid), StoreError> {
-        let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
-        match record_destination(&mut tx, call, self.record_rule(&call.tool), true).await {
-            Ok(destination) => Ok((tx, destination)),
-            Err(error) => Err(abandon(tx, error).await),
-        }
-    }
-
-    /// Ends an attempt: on success writes the call's record in the same transaction and
-    /// commits; on failure rolls back (`call_tool` records the failure afterwards).
-    async fn finish_call<T: Serialize>(
-        &self,
-        mut tx: Tx,
-        call: &Call,
-        destination: uuid::Uuid,
-        result: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let recorded = match result {
-            Ok(value) => {
-                async {
-                    let json = serde_json::to_value(&value).map_err(|e| {
-                        StoreError::Conflict(format!("cannot encode the result: {e}"))
-                    })?;
-                    let record = CallRecord {
-                        tool: &call.tool,
-                        arguments: &call.arguments,
-                        outcome: Outcome::Success(json),
-                        duration: call.started.elapsed(),
-                    };
-                    audit::record(&mut tx, &call.user, destination, record).await?;
-                    Ok(value)
-                }
-                .await
-            }
-            Err(error) => Err(error),
-        };
-        match recorded {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
-            }
-            Err(error) => Err(abandon(tx, error).await),
-        }
-    }
-
-    /// Whether to run a failed attempt again, after a pause if so. An attempt that met a
-    /// connection already closed ran nothing and runs again at once, not counted, up to
-    /// once per pooled connection (a restarted server leaves the whole pool closed).
-    async fn retry_after(
-        &self,
-        call: &Call,
-        attempt: &mut u32,
-        stale_connections: &mut u32,
-        error: &StoreError,
-    ) -> bool {
-        if let StoreError::Db(DbError::StaleConnection(cause)) = error
-            && *stale_connections < self.db.max_connections()
-        {
-            tracing::info!(tool = %call.tool, user = %call.user, %cause, "retrying the call's transaction on another connection: its pooled one was closed");
-            *stale_connections += 1;
-            return true;
-        }
-        if !error.is_retryable() || *attempt >= ATTEMPTS {
-            return false;
-        }
-        tracing::info!(tool = %call.tool, user = %call.user, attempt = *attempt, %error, "retrying the call's transaction");
-        tokio::time::sleep(backoff(*attempt)).await;
-        *attempt += 1;
-        true
-    }
-
-    /// Records a failed call, in a transaction of its own (the call's was rolled back).
-    async fn record_failure(&self, call: &Call, failure: &ToolError) {
-        let result: Result<(), StoreError> = async {
-            let mut tx = self.db.begin(Scope::User(call.user.as_str())).await?;
-            let destination =
-                record_destination(&mut tx, call, self.record_rule(&call.tool), false).await?;
-            let record = CallRecord {
-                tool: &call.tool,
-                arguments: &call.arguments,
-                outcome: Outcome::Failure {
-                    kind: failure.kind,
-                    message: &failure.message,
-                },
-                duration: call.started.elapsed(),
-            };
-            audit::record(&mut tx, &call.user, destination, record).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(tool = %call.tool, user = %call.user, %error, "could not record a failed call");
-        }
-    }
 }
 
-/// Runs one tool call's transaction: `$body`, a block using `$tx: &mut Tx` and evaluating
-/// to `Result<T, StoreError>`, between [`TodoServer::begin_call`] and
-/// [`TodoServer::finish_call`]. An attempt that failed without committing anything (a
-/// deadlock, a serialization failure, a connection lost before COMMIT) runs again, up to
-/// [`ATTEMPTS`] in all. (A macro, not a method taking an async closure: the closure's
-/// borrowed future could not be proven `Send` for every lifetime, which rmcp requires.)
+/// Runs a tool's body in its call's transaction ([`crate::transact!`]), as the tool's
+/// result: `$body` is a block using `$tx: &mut UserTx` and evaluating to
+/// `Result<T, StoreError>`.
 macro_rules! transact {
-    ($server:expr, $call:expr, |$tx:ident| $body:block) => {{
-        let server: &$crate::tools::TodoServer = $server;
-        let call: &$crate::tools::Call = &$call;
-        let mut attempt = 1;
-        let mut stale_connections = 0;
-        loop {
-            let outcome = match server.begin_call(call).await {
-                Ok((mut tx, destination)) => {
-                    let result: Result<_, $crate::store::StoreError> = async {
-                        let $tx = &mut tx;
-                        $body
-                    }
-                    .await;
-                    server.finish_call(tx, call, destination, result).await
-                }
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Err(error)
-                    if server
-                        .retry_after(call, &mut attempt, &mut stale_connections, &error)
-                        .await => {}
-                outcome => {
-                    break outcome
-                        .map(rmcp::Json)
-                        .map_err($crate::tools::ToolError::from);
-                }
-            }
-        }
-    }};
+    ($server:expr, $call:expr, |$tx:ident| $body:block) => {
+        $crate::transact!(&$server.db, &$call, |$tx| $body)
+            .map(rmcp::Json)
+            .map_err($crate::tools::ToolError::from)
+    };
 }
 use transact;
-
-/// How many times a call's transaction runs at most when it keeps failing retryably.
-const ATTEMPTS: u32 = 3;
-
-/// The pause before attempt `attempt + 1`: growing, and jittered so that the
-/// transactions that collided do not collide again in step.
-fn backoff(attempt: u32) -> std::time::Duration {
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.subsec_nanos())
-            % 10,
-    );
-    std::time::Duration::from_millis(u64::from(attempt) * 10 + jitter)
-}
-
-/// Where a call's record goes: the conversation its `conversation_id` names (task tools),
-/// else the caller's activity log, and never into a conversation the call reads.
-///
-/// `strict`: on the success path an unknown `conversation_id` is the call's error; when
-/// recording a failure it just falls back to the activity log.
-async fn record_destination(
-    tx: &mut Tx,
-    call: &Call,
-    rule: RecordIn,
-    strict: bool,
-) -> Result<uuid::Uuid, StoreError> {
-    let calls_log = ActivityLog::Calls.id(&call.user);
-    let named = call
-        .arguments
-        .get("conversation_id")
-        .and_then(Value::as_str);
-    let Some(named) = named else {
-        return Ok(calls_log);
-    };
-    match rule {
-        RecordIn::ActivityLog => return Ok(calls_log),
-        RecordIn::ReadLog => {
-            return Ok(match parse_uuid("conversation_id", named) {
-                Ok(read) => ActivityLog::for_reading(&call.user, read),
-                Err(_) => calls_log,
-            });
-        }
-        RecordIn::NamedConversation => {}
-    }
-    let owned = match parse_uuid("conversation_id", named) {
-        Ok(id) => conversation_store::get(tx, &call.user, id)
-            .await
-            .map(|_| id),
-        Err(error) => Err(error),
-    };
-    match owned {
-        Ok(id) => Ok(id),
-        Err(error) if strict => Err(error),
-        Err(StoreError::Db(error)) => Err(StoreError::Db(error)),
-        Err(_) => Ok(calls_log),
-    }
-}
-
-/// Rolls back a failed attempt. An error met on a connection that turned out already
-/// closed becomes [`DbError::StaleConnection`]: nothing of the attempt ran.
-async fn abandon(tx: Tx, error: StoreError) -> StoreError {
-    let error = match error {
-        StoreError::Db(DbError::ConnectionLost(cause)) if tx.found_dead() => {
-            StoreError::Db(DbError::StaleConnection(cause))
-        }
-        error => error,
-    };
-    rollback(tx).await;
-    error
-}
-
-async fn rollback(tx: Tx) {
-    if let Err(error) = tx.rollback().await {
-        // The pool discards a connection left in a transaction, so this loses nothing.
-        tracing::warn!(%error, "rollback failed");
-    }
-}
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for TodoServer {
@@ -498,6 +261,7 @@ impl ServerHandler for TodoServer {
             tool: request.name.to_string(),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
             started: Instant::now(),
+            records_in: self.record_rule(&request.name),
         });
         context.extensions.insert(call.clone());
         let (response, failure) = FAILURE
@@ -537,9 +301,12 @@ impl ServerHandler for TodoServer {
                     // and record in the background, once a connection can be had.
                     let server = self.clone();
                     let call = call.clone();
-                    tokio::spawn(async move { server.record_failure(&call, &failure).await });
+                    tokio::spawn(async move {
+                        calls::record_failure(&server.db, &call, failure.kind, &failure.message)
+                            .await
+                    });
                 } else {
-                    self.record_failure(&call, &failure).await;
+                    calls::record_failure(&self.db, &call, failure.kind, &failure.message).await;
                 }
             }
         }
@@ -680,7 +447,7 @@ mod tests {
     fn every_tool_declares_where_its_records_go() {
         for tool in TodoServer::tools() {
             assert!(
-                RecordIn::of(&tool).is_some(),
+                records_in(&tool).is_some(),
                 "{} has no `meta = records(RecordIn::…)`",
                 tool.name
             );

@@ -134,7 +134,7 @@ impl TodoServer {
             idempotency_key: args.idempotency_key.as_deref(),
         };
         transact!(self, call, |tx| {
-            let task = tasks::add(tx, &call.user, new, &self.quotas).await?;
+            let task = tasks::add(tx, new, &self.quotas).await?;
             Ok(TaskResult { task })
         })
     }
@@ -168,7 +168,7 @@ impl TodoServer {
             cursor: args.cursor.as_deref(),
         };
         transact!(self, call, |tx| {
-            let (tasks, next_cursor) = tasks::list(tx, &call.user, query).await?;
+            let (tasks, next_cursor) = tasks::list(tx, query, &self.cursors).await?;
             Ok(TaskList { tasks, next_cursor })
         })
     }
@@ -192,7 +192,7 @@ impl TodoServer {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         transact!(self, call, |tx| {
-            let task = tasks::get(tx, &call.user, task_id).await?;
+            let task = tasks::get(tx, task_id).await?;
             Ok(TaskResult { task })
         })
     }
@@ -216,7 +216,7 @@ impl TodoServer {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         transact!(self, call, |tx| {
-            let task = tasks::complete(tx, &call.user, task_id).await?;
+            let task = tasks::complete(tx, task_id).await?;
             Ok(TaskResult { task })
         })
     }
@@ -246,7 +246,7 @@ impl TodoServer {
             expected_updated_at: args.expected_updated_at.as_deref(),
         };
         transact!(self, call, |tx| {
-            let task = tasks::update(tx, &call.user, task_id, changes).await?;
+            let task = tasks::update(tx, task_id, changes).await?;
             Ok(TaskResult { task })
         })
     }
@@ -270,7 +270,7 @@ impl TodoServer {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         transact!(self, call, |tx| {
-            tasks::delete(tx, &call.user, task_id).await?;
+            tasks::delete(tx, task_id).await?;
             Ok(DeletedTask {
                 task_id: task_id.to_string(),
                 deleted: true,

@@ -30,7 +30,7 @@ type Line = Vec<u8>;
 
 /// Serves one client until it closes stdin.
 pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result<()> {
-    let server = TodoServer::new(db, Identity::Fixed(user), quotas);
+    let server = TodoServer::new(db, Identity::Fixed(user), quotas).await?;
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);

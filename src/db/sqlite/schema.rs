@@ -72,11 +72,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        secret -> Binary,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_tokens,
     tasks,
     conversations,
     messages,
-    mcp_sessions
+    mcp_sessions,
+    server_secrets
 );

@@ -72,7 +72,21 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     let accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let app = router(db, &options, streams.clone(), in_flight.clone());
+    let user_of_request: UserOfRequest = Arc::new(|extensions| {
+        extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<UserId>())
+            .cloned()
+    });
+    // Built once (its tool router holds every tool's schemas) and cloned per request.
+    let server = TodoServer::new(
+        db.clone(),
+        Identity::PerRequest(user_of_request),
+        options.quotas,
+    )
+    .await?
+    .tracking_calls(in_flight.clone());
+    let app = router(db, server, &options, streams.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
@@ -162,23 +176,10 @@ struct AppState {
 
 fn router(
     db: Database,
+    server: TodoServer,
     options: &HttpOptions,
     streams: CancellationToken,
-    in_flight: TaskTracker,
 ) -> Router {
-    let user_of_request: UserOfRequest = Arc::new(|extensions| {
-        extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<UserId>())
-            .cloned()
-    });
-    // Built once (its tool router holds every tool's schemas) and cloned per request.
-    let server = TodoServer::new(
-        db.clone(),
-        Identity::PerRequest(user_of_request),
-        options.quotas,
-    )
-    .tracking_calls(in_flight.clone());
     let legacy = legacy_sse::LegacySse::new(server.clone(), streams.clone());
     let new_server = move || Ok(server.clone());
     let config = StreamableHttpServerConfig::default()

@@ -1,0 +1,2 @@
+DROP INDEX mcp_sessions_updated_at_idx;
+DROP TABLE server_secrets;

@@ -1,0 +1,262 @@
+//! One tool call's transaction, from begin to the audit record.
+//!
+//! A call runs in a [`UserTx`] of its caller. On success its record is written in that
+//! same transaction before the commit; on failure the transaction is rolled back and the
+//! failure recorded in a transaction of its own. An attempt that failed without
+//! committing anything (a deadlock, a serialization failure, a connection lost before
+//! COMMIT) runs again, up to [`ATTEMPTS`] in all; one that met a pooled connection
+//! already closed runs again at once, uncounted, up to once per pooled connection.
+//! [`crate::transact!`] runs a call's body this way.
+
+use super::audit::{self, CallRecord, Outcome};
+use super::conversations::{self, ActivityLog};
+use super::{ErrorKind, StoreError, UserId, UserTx, parse_uuid};
+use crate::db::{Database, DbError};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// One tool invocation, as the audit trail needs it.
+#[derive(Debug)]
+pub struct Call {
+    pub user: UserId,
+    pub tool: String,
+    /// The arguments exactly as the client sent them (what the audit record keeps).
+    pub arguments: Value,
+    pub started: Instant,
+    /// Where its record goes, as the tool's definition declares.
+    pub records_in: RecordIn,
+}
+
+/// Where a call's record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordIn {
+    /// The caller's "Tool activity" conversation.
+    ActivityLog,
+    /// The conversation named by the call's optional `conversation_id` argument (else
+    /// the activity log).
+    NamedConversation,
+    /// The call reads the history of the conversation its `conversation_id` names: the
+    /// record goes to a log that is not the one read, so a read never grows what it reads.
+    ReadLog,
+}
+
+impl RecordIn {
+    pub const ALL: [RecordIn; 3] = [
+        RecordIn::ActivityLog,
+        RecordIn::NamedConversation,
+        RecordIn::ReadLog,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordIn::ActivityLog => "activity_log",
+            RecordIn::NamedConversation => "conversation_id",
+            RecordIn::ReadLog => "read_log",
+        }
+    }
+}
+
+/// How many times a call's transaction runs at most when it keeps failing retryably.
+pub const ATTEMPTS: u32 = 3;
+
+/// Begins an attempt at the call's transaction and settles where its record goes.
+pub async fn begin(db: &Database, call: &Call) -> Result<(UserTx, uuid::Uuid), StoreError> {
+    let mut tx = UserTx::begin(db, &call.user).await?;
+    match record_destination(&mut tx, call, true).await {
+        Ok(destination) => Ok((tx, destination)),
+        Err(error) => Err(abandon(tx, error).await),
+    }
+}
+
+/// Ends an attempt: on success writes the call's record in the same transaction and
+/// commits; on failure rolls back ([`record_failure`] records it afterwards).
+pub async fn finish<T: Serialize>(
+    mut tx: UserTx,
+    call: &Call,
+    destination: uuid::Uuid,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let recorded = match result {
+        Ok(value) => {
+            async {
+                let json = serde_json::to_value(&value)
+                    .map_err(|e| StoreError::Conflict(format!("cannot encode the result: {e}")))?;
+                let record = CallRecord {
+                    tool: &call.tool,
+                    arguments: &call.arguments,
+                    outcome: Outcome::Success(json),
+                    duration: call.started.elapsed(),
+                };
+                audit::record(&mut tx, destination, record).await?;
+                Ok(value)
+            }
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match recorded {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => Err(abandon(tx, error).await),
+    }
+}
+
+/// Whether to run a failed attempt again, after a pause if so.
+pub async fn retry_after(
+    db: &Database,
+    call: &Call,
+    attempt: &mut u32,
+    stale_connections: &mut u32,
+    error: &StoreError,
+) -> bool {
+    if let StoreError::Db(DbError::StaleConnection(cause)) = error
+        && *stale_connections < db.max_connections()
+    {
+        tracing::info!(tool = %call.tool, user = %call.user, %cause, "retrying the call's transaction on another connection: its pooled one was closed");
+        *stale_connections += 1;
+        return true;
+    }
+    if !error.is_retryable() || *attempt >= ATTEMPTS {
+        return false;
+    }
+    tracing::info!(tool = %call.tool, user = %call.user, attempt = *attempt, %error, "retrying the call's transaction");
+    tokio::time::sleep(backoff(*attempt)).await;
+    *attempt += 1;
+    true
+}
+
+/// The pause before attempt `attempt + 1`: growing, and jittered so that the
+/// transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.subsec_nanos())
+            % 10,
+    );
+    Duration::from_millis(u64::from(attempt) * 10 + jitter)
+}
+
+/// Records a failed call, in a transaction of its own (the call's was rolled back).
+pub async fn record_failure(db: &Database, call: &Call, kind: ErrorKind, message: &str) {
+    let result: Result<(), StoreError> = async {
+        let mut tx = UserTx::begin(db, &call.user).await?;
+        let recorded = async {
+            let destination = record_destination(&mut tx, call, false).await?;
+            let record = CallRecord {
+                tool: &call.tool,
+                arguments: &call.arguments,
+                outcome: Outcome::Failure { kind, message },
+                duration: call.started.elapsed(),
+            };
+            audit::record(&mut tx, destination, record).await
+        }
+        .await;
+        match recorded {
+            Ok(_) => Ok(tx.commit().await?),
+            Err(error) => Err(abandon(tx, error).await),
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(tool = %call.tool, user = %call.user, %error, "could not record a failed call");
+    }
+}
+
+/// Where a call's record goes (see [`RecordIn`]).
+///
+/// `strict`: on the success path an unknown `conversation_id` is the call's error; when
+/// recording a failure it just falls back to the activity log.
+async fn record_destination(
+    tx: &mut UserTx,
+    call: &Call,
+    strict: bool,
+) -> Result<uuid::Uuid, StoreError> {
+    let calls_log = ActivityLog::Calls.id(&call.user);
+    let named = call
+        .arguments
+        .get("conversation_id")
+        .and_then(Value::as_str);
+    let Some(named) = named else {
+        return Ok(calls_log);
+    };
+    match call.records_in {
+        RecordIn::ActivityLog => return Ok(calls_log),
+        RecordIn::ReadLog => {
+            return Ok(match parse_uuid("conversation_id", named) {
+                Ok(read) => ActivityLog::for_reading(&call.user, read),
+                Err(_) => calls_log,
+            });
+        }
+        RecordIn::NamedConversation => {}
+    }
+    let owned = match parse_uuid("conversation_id", named) {
+        Ok(id) => conversations::get(tx, id).await.map(|_| id),
+        Err(error) => Err(error),
+    };
+    match owned {
+        Ok(id) => Ok(id),
+        Err(error) if strict => Err(error),
+        Err(StoreError::Db(error)) => Err(StoreError::Db(error)),
+        Err(_) => Ok(calls_log),
+    }
+}
+
+/// Rolls back a failed attempt. An error met on a connection that turned out already
+/// closed becomes [`DbError::StaleConnection`]: nothing of the attempt ran.
+pub async fn abandon(tx: UserTx, error: StoreError) -> StoreError {
+    let error = match error {
+        StoreError::Db(DbError::ConnectionLost(cause)) if tx.found_dead() => {
+            StoreError::Db(DbError::StaleConnection(cause))
+        }
+        error => error,
+    };
+    if let Err(error) = tx.rollback().await {
+        // The pool discards a connection left in a transaction, so this loses nothing.
+        tracing::warn!(%error, "rollback failed");
+    }
+    error
+}
+
+/// Runs one tool call's transaction: `$body`, a block using `$tx: &mut UserTx` and
+/// evaluating to `Result<T, StoreError>`, between [`begin`] and [`finish`], again while
+/// [`retry_after`] says so. Evaluates to the final `Result<T, StoreError>`. (A macro, not
+/// a function taking an async closure: the closure's borrowed future could not be proven
+/// `Send` for every lifetime, which rmcp requires of a tool's future.)
+#[macro_export]
+macro_rules! transact {
+    ($db:expr, $call:expr, |$tx:ident| $body:block) => {{
+        let db: &$crate::db::Database = $db;
+        let call: &$crate::store::calls::Call = $call;
+        let mut attempt = 1;
+        let mut stale_connections = 0;
+        loop {
+            let outcome = match $crate::store::calls::begin(db, call).await {
+                Ok((mut tx, destination)) => {
+                    let result: Result<_, $crate::store::StoreError> = async {
+                        let $tx = &mut tx;
+                        $body
+                    }
+                    .await;
+                    $crate::store::calls::finish(tx, call, destination, result).await
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(error)
+                    if $crate::store::calls::retry_after(
+                        db,
+                        call,
+                        &mut attempt,
+                        &mut stale_connections,
+                        &error,
+                    )
+                    .await => {}
+                outcome => break outcome,
+            }
+        }
+    }};
+}
