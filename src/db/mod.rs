@@ -6,6 +6,7 @@
 
 pub mod migrations;
 pub mod pg;
+mod row;
 pub mod sql;
 pub mod sqlite;
 mod types;

@@ -8,7 +8,7 @@ use super::cursor::CursorKey;
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::CachedDsl;
 use crate::db::{DbUuid, Tx};
-use crate::on_backend;
+use crate::{on_backend, table_row};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -20,19 +20,19 @@ const CURSOR_KIND: &str = "c";
 const ACTIVE: &str = "active";
 const ARCHIVED: &str = "archived";
 
-/// A row of `conversations`, in column order.
-#[derive(Debug, Queryable)]
-struct ConversationRow {
-    id: DbUuid,
-    _user_id: String,
-    title: Option<String>,
-    status: String,
-    summary: Option<String>,
-    summary_through_message_id: Option<i64>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    archived_at: Option<DateTime<Utc>>,
-    _message_count: i32,
+table_row! {
+    /// What tools read of a row of `conversations`.
+    #[derive(Debug)]
+    struct ConversationRow from conversations {
+        id: DbUuid,
+        title: Option<String>,
+        status: String,
+        summary: Option<String>,
+        summary_through_message_id: Option<i64>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        archived_at: Option<DateTime<Utc>>,
+    }
 }
 
 /// A conversation as tools return it.
@@ -69,16 +69,17 @@ impl From<ConversationRow> for Conversation {
     }
 }
 
-/// A row of `messages`, in column order.
-#[derive(Debug, Queryable)]
-struct MessageRow {
-    id: i64,
-    conversation_id: DbUuid,
-    _user_id: String,
-    role: String,
-    content: String,
-    tool_calls: Option<serde_json::Value>,
-    created_at: DateTime<Utc>,
+table_row! {
+    /// What tools read of a row of `messages`.
+    #[derive(Debug)]
+    struct MessageRow from messages {
+        id: i64,
+        conversation_id: DbUuid,
+        role: String,
+        content: String,
+        tool_calls: Option<serde_json::Value>,
+        created_at: DateTime<Utc>,
+    }
 }
 
 /// A message as tools return it.
@@ -213,7 +214,7 @@ pub async fn start(tx: &mut UserTx, title: Option<&str>) -> Result<Conversation,
                 c::created_at.eq(at),
                 c::updated_at.eq(at),
             ))
-            .returning(c::conversations::all_columns())
+            .returning(ConversationRow::as_returning())
             .get_result(conn)
             .await?
     });
@@ -246,6 +247,7 @@ pub async fn list(
             select = select.filter(c::id.lt(after));
         }
         select
+            .select(ConversationRow::as_select())
             .order(c::id.desc())
             .limit(limit + 1)
             .load(conn)
@@ -275,6 +277,7 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversation
         c::conversations
             .filter(c::id.eq(DbUuid(id)))
             .filter(c::user_id.eq(user.as_str()))
+            .select(ConversationRow::as_select())
             .first(conn)
             .await
             .optional()?
@@ -382,7 +385,7 @@ pub(super) async fn insert_message(
                 m::tool_calls.eq(&tool_calls),
                 m::created_at.eq(at),
             ))
-            .returning(m::messages::all_columns())
+            .returning(MessageRow::as_returning())
             .get_result(conn)
             .await?
     });
@@ -422,6 +425,7 @@ pub async fn history(
             select = select.filter(m::id.lt(before));
         }
         select
+            .select(MessageRow::as_select())
             .order(m::id.desc())
             .limit(limit + 1)
             .load(conn)
@@ -482,7 +486,7 @@ pub async fn set_summary(
             c::summary_through_message_id.eq(through_message_id),
             c::updated_at.eq(at),
         ))
-        .returning(c::conversations::all_columns())
+        .returning(ConversationRow::as_returning())
         .cached()
         .get_result(conn)
         .await
@@ -509,7 +513,7 @@ pub async fn archive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, St
             c::archived_at.eq(Some(at)),
             c::updated_at.eq(at),
         ))
-        .returning(c::conversations::all_columns())
+        .returning(ConversationRow::as_returning())
         .cached()
         .get_result(conn)
         .await

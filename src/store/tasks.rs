@@ -5,25 +5,25 @@ use super::cursor::CursorKey;
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::{CachedDsl, coalesce, lower};
 use crate::db::{DbUuid, Tx};
-use crate::on_backend;
+use crate::{on_backend, table_row};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-/// A row of `tasks`, in column order.
-#[derive(Debug, Queryable)]
-struct TaskRow {
-    id: DbUuid,
-    _user_id: String,
-    title: String,
-    description: Option<String>,
-    completed: bool,
-    _idempotency_key: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
+table_row! {
+    /// What tools read of a row of `tasks`.
+    #[derive(Debug)]
+    struct TaskRow from tasks {
+        id: DbUuid,
+        title: String,
+        description: Option<String>,
+        completed: bool,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        completed_at: Option<DateTime<Utc>>,
+    }
 }
 
 /// A task as tools return it.
@@ -106,7 +106,7 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
             ))
             .on_conflict((t::user_id, t::idempotency_key))
             .do_nothing()
-            .returning(t::tasks::all_columns())
+            .returning(TaskRow::as_returning())
             .get_result(conn)
             .await
             .optional()?
@@ -129,6 +129,7 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
         t::tasks
             .filter(t::user_id.eq(user.as_str()))
             .filter(t::idempotency_key.eq(&key))
+            .select(TaskRow::as_select())
             .first(conn)
             .await
             .optional()?
@@ -185,6 +186,7 @@ pub async fn list(
             );
         }
         select
+            .select(TaskRow::as_select())
             .order(t::id.desc())
             .limit(limit + 1)
             .load(conn)
@@ -224,7 +226,7 @@ pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreErro
             t::completed_at.eq(Some(at)),
             t::updated_at.eq(at),
         ))
-        .returning(t::tasks::all_columns())
+        .returning(TaskRow::as_returning())
         .cached()
         .get_result(conn)
         .await
@@ -304,7 +306,7 @@ pub async fn update(
         match changes.completed {
             None => statement
                 .set(fields)
-                .returning(t::tasks::all_columns())
+                .returning(TaskRow::as_returning())
                 .cached()
                 .get_result(conn)
                 .await
@@ -316,7 +318,7 @@ pub async fn update(
                     t::completed.eq(true),
                     t::completed_at.eq(coalesce(t::completed_at, Some(at))),
                 ))
-                .returning(t::tasks::all_columns())
+                .returning(TaskRow::as_returning())
                 .cached()
                 .get_result(conn)
                 .await
@@ -327,7 +329,7 @@ pub async fn update(
                     t::completed.eq(false),
                     t::completed_at.eq(None::<DateTime<Utc>>),
                 ))
-                .returning(t::tasks::all_columns())
+                .returning(TaskRow::as_returning())
                 .cached()
                 .get_result(conn)
                 .await
@@ -397,6 +399,7 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
         t::tasks
             .filter(t::id.eq(DbUuid(id)))
             .filter(t::user_id.eq(user.as_str()))
+            .select(TaskRow::as_select())
             .first(conn)
             .await
             .optional()?

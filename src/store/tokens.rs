@@ -2,7 +2,7 @@
 
 use super::{StoreError, UserId, UserTx, check_text, format_time, limits, now, settle};
 use crate::db::{Database, DbUuid, Scope, Tx};
-use crate::on_backend;
+use crate::{on_backend, table_row};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -33,15 +33,16 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Queryable)]
-struct TokenRow {
-    id: DbUuid,
-    user_id: String,
-    name: Option<String>,
-    token_hash: Vec<u8>,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+table_row! {
+    struct TokenRow from api_tokens {
+        id: DbUuid,
+        user_id: String,
+        name: Option<String>,
+        token_hash: Vec<u8>,
+        created_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        revoked_at: Option<DateTime<Utc>>,
+    }
 }
 
 impl From<TokenRow> for TokenInfo {
@@ -136,6 +137,7 @@ async fn list_in(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreErro
         use schema::api_tokens::dsl as k;
         k::api_tokens
             .filter(k::user_id.eq(user.as_str()))
+            .select(TokenRow::as_select())
             .order(k::created_at.asc())
             .load(conn)
             .await?
@@ -156,7 +158,7 @@ async fn revoke_in(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError>
         use schema::api_tokens::dsl as k;
         diesel::update(k::api_tokens.filter(k::id.eq(DbUuid(id))))
             .set(k::revoked_at.eq(crate::db::sql::coalesce(k::revoked_at, Some(at))))
-            .returning(k::api_tokens::all_columns())
+            .returning(TokenRow::as_returning())
             .get_result(conn)
             .await
             .optional()?
@@ -179,6 +181,7 @@ async fn check_in(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {
         use schema::api_tokens::dsl as k;
         k::api_tokens
             .filter(k::token_hash.eq(&presented))
+            .select(TokenRow::as_select())
             .first(conn)
             .await
             .optional()?

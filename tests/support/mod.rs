@@ -35,6 +35,7 @@ pub mod pgbouncer;
 pub mod proxy;
 pub mod python;
 pub mod reliability;
+pub mod sql;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};

@@ -1,5 +1,11 @@
-//! PostgreSQL tables. Column order matches src/db/sqlite/schema.rs: the row structs in
-//! `crate::store` are read positionally from either.
+//! PostgreSQL tables. The same tables and column names as src/db/sqlite/schema.rs; rows are read by
+//! column name (`crate::table_row!`), so the order of the columns does not matter.
+//!
+//! Why two descriptions and not one: a column's SQL type differs between the backends
+//! (`Uuid`/`Text`, `Timestamptz`/`TimestamptzSqlite`, `Jsonb`/`Json`), and diesel's types
+//! are per backend, so each backend's queries are compiled against its own module (see
+//! `crate::on_backend!`). tests/columns.rs checks that every column reads back as the
+//! field of its name on both.
 
 diesel::table! {
     users (id) {
