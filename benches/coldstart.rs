@@ -9,34 +9,6 @@
 //! across machines: spawning `/bin/true`, `todo-mcp --version` (the binary's own floor),
 //! and `psql -c 'select 1'` (a process that connects to PostgreSQL once).
 
-#[path = "shared/binaries.rs"]
-mod binaries;
-#[path = "load/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "load/database.rs"]
-#[allow(dead_code)]
-mod database;
-#[path = "shared/entry.rs"]
-mod entry;
-/// The load generator's options, for its `Backend` (which `database` names).
-#[path = "load/options.rs"]
-#[allow(dead_code)]
-mod options;
-#[path = "shared/run_info.rs"]
-mod run_info;
-#[path = "load/server.rs"]
-#[allow(dead_code)]
-mod server;
-#[path = "shared/results.rs"]
-mod shared;
-#[path = "load/stats.rs"]
-#[allow(dead_code)]
-mod stats;
-#[path = "load/system.rs"]
-#[allow(dead_code)]
-mod system;
-
 use anyhow::{Context, bail};
 use clap::Parser;
 use client::{Client, Request, StdioClient};
@@ -50,6 +22,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
+use todo_mcp_load::{
+    binaries, client, database, entry, options, results as shared, run_info, server, stats, system,
+};
 
 /// The target: a cold start under 100 ms.
 const TARGET: Duration = Duration::from_millis(100);
@@ -118,7 +93,12 @@ struct Options {
 fn main() -> ExitCode {
     let options = Options::parse();
     let started_by_cargo = options.bench;
-    entry::main("coldstart", started_by_cargo, run(options))
+    entry::main(
+        "coldstart",
+        todo_mcp_load::bench_paths!(),
+        started_by_cargo,
+        run(options),
+    )
 }
 
 /// A set of timings, summarized.

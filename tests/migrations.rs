@@ -97,6 +97,7 @@ async fn up_down_up(backend: Backend) {
                 "conversations",
                 "mcp_sessions",
                 "messages",
+                "server_secrets",
                 "tasks",
                 "users"
             ]

@@ -307,8 +307,10 @@ impl Report {
     }
 
     /// Writes the text report as `<dir>/<date>-<transport>-<mix>-<backend>.txt` (with a
-    /// `-2`, `-3`… suffix if that exists), with the JSON summary as its last line, and
-    /// beside it the pgbench script of the baseline (`….pgbench.sql`).
+    /// `-2`, `-3`… suffix if that exists), with the JSON summary as its last line, and the
+    /// pgbench script of the baseline as `<dir>/pgbench/<transport>-<mix>-<backend>.sql`:
+    /// one per configuration, replaced by each save (the script follows from the
+    /// configuration, not the day).
     pub fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let h = &self.header;
@@ -328,7 +330,10 @@ impl Report {
         let text = format!("{}\nsummary: {}\n", self.text(), self.json());
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         if let Baseline::Ran(result) = &self.baseline {
-            let script = path.with_extension("pgbench.sql");
+            let scripts = dir.join("pgbench");
+            std::fs::create_dir_all(&scripts)
+                .with_context(|| format!("creating {}", scripts.display()))?;
+            let script = scripts.join(format!("{}-{}-{}.sql", h.transport, h.mix, h.backend));
             std::fs::copy(&result.script_path, &script)
                 .with_context(|| format!("copying the pgbench script to {}", script.display()))?;
         }

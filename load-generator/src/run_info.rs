@@ -28,7 +28,7 @@ impl RunInfo {
             machine: system::machine_description(),
             load_before,
             server: format!("{server_version} ({})", server_path.display()),
-            commit: system::git_revision(Path::new(env!("CARGO_MANIFEST_DIR"))),
+            commit: system::git_revision(&crate::paths().repo),
         }
     }
 

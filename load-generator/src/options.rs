@@ -73,8 +73,9 @@ pub struct Options {
     pub save: bool,
 
     /// Where --save writes.
-    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results"))]
-    pub results_dir: PathBuf,
+    /// Where --save writes [default: the repository's benches/results].
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
 
     /// The server binary [default: the todo-mcp that cargo built with this bench,
     /// target/release/todo-mcp].

@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-/// Runs `run` as bench `name`; `started_by_cargo` is the hidden `--bench` flag, without
-/// which (as under `cargo test --benches`) nothing runs.
-pub fn main<F>(name: &str, started_by_cargo: bool, run: F) -> ExitCode
+/// Runs `run` as bench `name`, with the bench target's `paths` ([`crate::bench_paths!`]);
+/// `started_by_cargo` is the hidden `--bench` flag, without which (as under
+/// `cargo test --benches`) nothing runs.
+pub fn main<F>(name: &str, paths: crate::BenchPaths, started_by_cargo: bool, run: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<bool>>,
 {
+    crate::set_paths(paths);
     if !started_by_cargo {
         eprintln!(
             "{name}: not started by `cargo bench` (no --bench flag), so not running; \

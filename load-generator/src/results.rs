@@ -81,9 +81,7 @@ pub fn command_line(bench: &str) -> String {
 /// A directory under the target dir for this bench's server logs (replacing the previous
 /// run's).
 pub fn log_dir(bench: &str, name: &str) -> anyhow::Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(bench)
-        .join(name);
+    let dir = crate::paths().tmp.as_path().join(bench).join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }

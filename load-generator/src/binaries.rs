@@ -4,10 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// `--server-bin` if given, else the todo-mcp that cargo built with this bench.
 pub fn server(server_bin: Option<&Path>) -> PathBuf {
-    server_bin.map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_todo-mcp")),
-        Path::to_path_buf,
-    )
+    server_bin.map_or_else(|| crate::paths().server.clone(), Path::to_path_buf)
 }
 
 /// The newest /usr/lib/postgresql/*/bin/`name`, else `name` from PATH: Debian installs

@@ -11,39 +11,8 @@
 //! the target: the latest page's p99 under 5 ms at 100,000 messages and 10,000
 //! conversations.
 
-/// For the server's path only: this bench starts no PostgreSQL tool.
-#[path = "shared/binaries.rs"]
-#[allow(dead_code)]
-mod binaries;
-#[path = "load/client.rs"]
-#[allow(dead_code)]
-mod client;
-#[path = "load/database.rs"]
-#[allow(dead_code)]
-mod database;
-#[path = "shared/entry.rs"]
-mod entry;
-#[path = "history/measure.rs"]
 mod measure;
-/// The load generator's options, for its `Backend` (which `database` names).
-#[path = "load/options.rs"]
-#[allow(dead_code)]
-mod options;
-#[path = "shared/run_info.rs"]
-mod run_info;
-#[path = "history/seed.rs"]
 mod seed;
-#[path = "load/server.rs"]
-#[allow(dead_code)]
-mod server;
-#[path = "shared/results.rs"]
-mod shared;
-#[path = "load/stats.rs"]
-#[allow(dead_code)]
-mod stats;
-#[path = "load/system.rs"]
-#[allow(dead_code)]
-mod system;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -62,6 +31,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use todo_mcp_load::{
+    binaries, client, database, entry, options, results as shared, run_info, server, stats, system,
+};
 
 /// The target: the latest page's p99 at 100,000 messages and 10,000 conversations.
 const TARGET_P99: Duration = Duration::from_millis(5);
@@ -150,7 +122,12 @@ struct Options {
 fn main() -> ExitCode {
     let options = Options::parse();
     let started_by_cargo = options.bench;
-    entry::main("history", started_by_cargo, run(options))
+    entry::main(
+        "history",
+        todo_mcp_load::bench_paths!(),
+        started_by_cargo,
+        run(options),
+    )
 }
 
 /// One stage: what was seeded and what was measured.
