@@ -6,7 +6,7 @@
 
 pub mod migrations;
 pub mod pg;
-mod row;
+pub mod schema;
 pub mod sql;
 pub mod sqlite;
 mod types;
@@ -21,7 +21,7 @@ use diesel_async::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use types::DbUuid;
+pub use types::{DbJson, DbTime, DbUuid};
 pub use url::DatabaseUrl;
 
 /// Errors from the database layer, classified by what a caller can do about them.
@@ -428,14 +428,14 @@ macro_rules! on_backend {
         match &mut $tx.conn {
             $crate::db::Conn::Postgres(pooled) => {
                 #[allow(unused_imports)]
-                use $crate::db::pg::schema;
+                use $crate::db::schema;
                 let mut session = $crate::db::pg::Session::new(&mut **pooled, &mut $tx.state);
                 let $conn: &mut $crate::db::pg::Session<'_> = &mut session;
                 $body
             }
             $crate::db::Conn::Sqlite(pooled) => {
                 #[allow(unused_imports)]
-                use $crate::db::sqlite::schema;
+                use $crate::db::schema;
                 let $conn: &mut $crate::db::sqlite::Connection = &mut *pooled;
                 $body
             }

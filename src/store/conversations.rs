@@ -7,8 +7,8 @@ use super::UserTx;
 use super::cursor::CursorKey;
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::CachedDsl;
-use crate::db::{DbUuid, Tx};
-use crate::{on_backend, table_row};
+use crate::db::{DbJson, DbTime, DbUuid, Tx};
+use crate::on_backend;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -20,19 +20,18 @@ const CURSOR_KIND: &str = "c";
 const ACTIVE: &str = "active";
 const ARCHIVED: &str = "archived";
 
-table_row! {
-    /// What tools read of a row of `conversations`.
-    #[derive(Debug)]
-    struct ConversationRow from conversations {
-        id: DbUuid,
-        title: Option<String>,
-        status: String,
-        summary: Option<String>,
-        summary_through_message_id: Option<i64>,
-        created_at: DateTime<Utc>,
-        updated_at: DateTime<Utc>,
-        archived_at: Option<DateTime<Utc>>,
-    }
+/// What tools read of a row of `conversations`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::conversations)]
+struct ConversationRow {
+    id: DbUuid,
+    title: Option<String>,
+    status: String,
+    summary: Option<String>,
+    summary_through_message_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    archived_at: Option<DateTime<Utc>>,
 }
 
 /// A conversation as tools return it.
@@ -69,17 +68,16 @@ impl From<ConversationRow> for Conversation {
     }
 }
 
-table_row! {
-    /// What tools read of a row of `messages`.
-    #[derive(Debug)]
-    struct MessageRow from messages {
-        id: i64,
-        conversation_id: DbUuid,
-        role: String,
-        content: String,
-        tool_calls: Option<serde_json::Value>,
-        created_at: DateTime<Utc>,
-    }
+/// What tools read of a row of `messages`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::messages)]
+struct MessageRow {
+    id: i64,
+    conversation_id: DbUuid,
+    role: String,
+    content: String,
+    tool_calls: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
 }
 
 /// A message as tools return it.
@@ -185,8 +183,8 @@ pub(super) async fn ensure_activity_logs(tx: &mut Tx, user: &UserId) -> Result<(
                     c::user_id.eq(user.as_str()),
                     c::title.eq(log.title()),
                     c::status.eq(ACTIVE),
-                    c::created_at.eq(at),
-                    c::updated_at.eq(at),
+                    c::created_at.eq(DbTime(at)),
+                    c::updated_at.eq(DbTime(at)),
                 ))
                 .on_conflict_do_nothing()
                 .execute(conn)
@@ -211,8 +209,8 @@ pub async fn start(tx: &mut UserTx, title: Option<&str>) -> Result<Conversation,
                 c::user_id.eq(user.as_str()),
                 c::title.eq(&title),
                 c::status.eq(ACTIVE),
-                c::created_at.eq(at),
-                c::updated_at.eq(at),
+                c::created_at.eq(DbTime(at)),
+                c::updated_at.eq(DbTime(at)),
             ))
             .returning(ConversationRow::as_returning())
             .get_result(conn)
@@ -351,7 +349,7 @@ async fn count_append(
                 .filter(c::user_id.eq(user.as_str())),
         )
         .set((
-            c::updated_at.eq(at),
+            c::updated_at.eq(DbTime(at)),
             c::message_count.eq(c::message_count + 1),
         ))
         .returning((c::status, c::message_count))
@@ -382,8 +380,8 @@ pub(super) async fn insert_message(
                 m::user_id.eq(user.as_str()),
                 m::role.eq(role),
                 m::content.eq(content),
-                m::tool_calls.eq(&tool_calls),
-                m::created_at.eq(at),
+                m::tool_calls.eq(tool_calls.as_ref().map(DbJson)),
+                m::created_at.eq(DbTime(at)),
             ))
             .returning(MessageRow::as_returning())
             .get_result(conn)
@@ -484,7 +482,7 @@ pub async fn set_summary(
         .set((
             c::summary.eq(Some(&summary).filter(|s| !s.is_empty())),
             c::summary_through_message_id.eq(through_message_id),
-            c::updated_at.eq(at),
+            c::updated_at.eq(DbTime(at)),
         ))
         .returning(ConversationRow::as_returning())
         .cached()
@@ -510,8 +508,8 @@ pub async fn archive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, St
         )
         .set((
             c::status.eq(ARCHIVED),
-            c::archived_at.eq(Some(at)),
-            c::updated_at.eq(at),
+            c::archived_at.eq(Some(DbTime(at))),
+            c::updated_at.eq(DbTime(at)),
         ))
         .returning(ConversationRow::as_returning())
         .cached()

@@ -3,7 +3,7 @@
 
 use super::cursor::CursorKey;
 use super::{StoreError, now, settle};
-use crate::db::{Database, Scope};
+use crate::db::{Database, DbTime, Scope};
 use crate::on_backend;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -28,7 +28,7 @@ async fn shared_secret(db: &Database, name: &str) -> Result<Vec<u8>, StoreError>
                 .values((
                     s::name.eq(name),
                     s::secret.eq(&candidate),
-                    s::created_at.eq(at),
+                    s::created_at.eq(DbTime(at)),
                 ))
                 .on_conflict(s::name)
                 .do_nothing()

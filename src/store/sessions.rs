@@ -5,7 +5,7 @@
 
 use super::{StoreError, UserId, now, settle};
 use crate::db::sql::CachedDsl;
-use crate::db::{Database, Scope, Tx};
+use crate::db::{Database, DbJson, DbTime, Scope, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -120,13 +120,13 @@ async fn save(tx: &mut Tx, id: &str, user: &UserId, state: &Value) -> Result<(),
             .values((
                 s::id.eq(id),
                 s::user_id.eq(user.as_str()),
-                s::state.eq(state),
-                s::created_at.eq(at),
-                s::updated_at.eq(at),
+                s::state.eq(DbJson(state)),
+                s::created_at.eq(DbTime(at)),
+                s::updated_at.eq(DbTime(at)),
             ))
             .on_conflict(s::id)
             .do_update()
-            .set((s::state.eq(state), s::updated_at.eq(at)))
+            .set((s::state.eq(DbJson(state)), s::updated_at.eq(DbTime(at))))
             .cached()
             .execute(conn)
             .await?
@@ -138,7 +138,7 @@ async fn touch(tx: &mut Tx, id: &str, at: DateTime<Utc>) -> Result<(), StoreErro
     on_backend!(tx, |conn| {
         use schema::mcp_sessions::dsl as s;
         diesel::update(s::mcp_sessions.filter(s::id.eq(id)))
-            .set(s::updated_at.eq(at))
+            .set(s::updated_at.eq(DbTime(at)))
             .cached()
             .execute(conn)
             .await?
@@ -159,7 +159,7 @@ async fn delete(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
 async fn sweep(tx: &mut Tx, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
     let swept = on_backend!(tx, |conn| {
         use schema::mcp_sessions::dsl as s;
-        diesel::delete(s::mcp_sessions.filter(s::updated_at.lt(cutoff)))
+        diesel::delete(s::mcp_sessions.filter(s::updated_at.lt(DbTime(cutoff))))
             .execute(conn)
             .await?
     });

@@ -4,26 +4,25 @@ use super::UserTx;
 use super::cursor::CursorKey;
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::{CachedDsl, coalesce, lower};
-use crate::db::{DbUuid, Tx};
-use crate::{on_backend, table_row};
+use crate::db::{DbTime, DbUuid, Tx};
+use crate::on_backend;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-table_row! {
-    /// What tools read of a row of `tasks`.
-    #[derive(Debug)]
-    struct TaskRow from tasks {
-        id: DbUuid,
-        title: String,
-        description: Option<String>,
-        completed: bool,
-        created_at: DateTime<Utc>,
-        updated_at: DateTime<Utc>,
-        completed_at: Option<DateTime<Utc>>,
-    }
+/// What tools read of a row of `tasks`.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::tasks)]
+struct TaskRow {
+    id: DbUuid,
+    title: String,
+    description: Option<String>,
+    completed: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
 }
 
 /// A task as tools return it.
@@ -101,8 +100,8 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
                 t::description.eq(&description),
                 t::completed.eq(false),
                 t::idempotency_key.eq(&idempotency_key),
-                t::created_at.eq(created_at),
-                t::updated_at.eq(created_at),
+                t::created_at.eq(DbTime(created_at)),
+                t::updated_at.eq(DbTime(created_at)),
             ))
             .on_conflict((t::user_id, t::idempotency_key))
             .do_nothing()
@@ -223,8 +222,8 @@ pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreErro
         )
         .set((
             t::completed.eq(true),
-            t::completed_at.eq(Some(at)),
-            t::updated_at.eq(at),
+            t::completed_at.eq(Some(DbTime(at))),
+            t::updated_at.eq(DbTime(at)),
         ))
         .returning(TaskRow::as_returning())
         .cached()
@@ -292,7 +291,7 @@ pub async fn update(
         use schema::tasks::dsl as t;
         // `updated_at` equals the expected time, when one is given.
         let unchanged_since_read =
-            coalesce(expected, t::updated_at.nullable()).eq(t::updated_at.nullable());
+            coalesce(expected.map(DbTime), t::updated_at.nullable()).eq(t::updated_at.nullable());
         let target = t::tasks
             .filter(t::id.eq(DbUuid(id)))
             .filter(t::user_id.eq(user.as_str()))
@@ -300,7 +299,7 @@ pub async fn update(
         let fields = (
             title.as_ref().map(|v| t::title.eq(v)),
             description.as_ref().map(|v| t::description.eq(v)),
-            t::updated_at.eq(at),
+            t::updated_at.eq(DbTime(at)),
         );
         let statement = diesel::update(target);
         match changes.completed {
@@ -316,7 +315,7 @@ pub async fn update(
                 .set((
                     fields,
                     t::completed.eq(true),
-                    t::completed_at.eq(coalesce(t::completed_at, Some(at))),
+                    t::completed_at.eq(coalesce(t::completed_at, Some(DbTime(at)))),
                 ))
                 .returning(TaskRow::as_returning())
                 .cached()
@@ -327,7 +326,7 @@ pub async fn update(
                 .set((
                     fields,
                     t::completed.eq(false),
-                    t::completed_at.eq(None::<DateTime<Utc>>),
+                    t::completed_at.eq(None::<DbTime>),
                 ))
                 .returning(TaskRow::as_returning())
                 .cached()

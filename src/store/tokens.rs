@@ -1,8 +1,8 @@
 //! API tokens: 256-bit random secrets, of which only a SHA-256 is stored.
 
 use super::{StoreError, UserId, UserTx, check_text, format_time, limits, now, settle};
-use crate::db::{Database, DbUuid, Scope, Tx};
-use crate::{on_backend, table_row};
+use crate::db::{Database, DbTime, DbUuid, Scope, Tx};
+use crate::on_backend;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -33,16 +33,16 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
-table_row! {
-    struct TokenRow from api_tokens {
-        id: DbUuid,
-        user_id: String,
-        name: Option<String>,
-        token_hash: Vec<u8>,
-        created_at: DateTime<Utc>,
-        expires_at: Option<DateTime<Utc>>,
-        revoked_at: Option<DateTime<Utc>>,
-    }
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::api_tokens)]
+struct TokenRow {
+    id: DbUuid,
+    user_id: String,
+    name: Option<String>,
+    token_hash: Vec<u8>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 impl From<TokenRow> for TokenInfo {
@@ -116,8 +116,8 @@ async fn insert(
                 k::user_id.eq(user.as_str()),
                 k::name.eq(&name),
                 k::token_hash.eq(&token_hash),
-                k::created_at.eq(at),
-                k::expires_at.eq(expires_at),
+                k::created_at.eq(DbTime(at)),
+                k::expires_at.eq(expires_at.map(DbTime)),
             ))
             .execute(conn)
             .await?
@@ -157,7 +157,7 @@ async fn revoke_in(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError>
     let row: Option<TokenRow> = on_backend!(tx, |conn| {
         use schema::api_tokens::dsl as k;
         diesel::update(k::api_tokens.filter(k::id.eq(DbUuid(id))))
-            .set(k::revoked_at.eq(crate::db::sql::coalesce(k::revoked_at, Some(at))))
+            .set(k::revoked_at.eq(crate::db::sql::coalesce(k::revoked_at, Some(DbTime(at)))))
             .returning(TokenRow::as_returning())
             .get_result(conn)
             .await

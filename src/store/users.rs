@@ -2,7 +2,7 @@
 
 use super::conversations::ensure_activity_logs;
 use super::{StoreError, UserId, UserTx, now, settle};
-use crate::db::{Database, Tx};
+use crate::db::{Database, DbTime, Tx};
 use crate::on_backend;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -21,7 +21,7 @@ pub(super) async fn ensure_in(tx: &mut UserTx) -> Result<(), StoreError> {
     on_backend!(tx, |conn| {
         use schema::users::dsl as u;
         diesel::insert_into(u::users)
-            .values((u::id.eq(user.as_str()), u::created_at.eq(at)))
+            .values((u::id.eq(user.as_str()), u::created_at.eq(DbTime(at))))
             .on_conflict_do_nothing()
             .execute(conn)
             .await?

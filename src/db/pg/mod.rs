@@ -1,6 +1,5 @@
 //! PostgreSQL, the production backend: plain on loopback, TLS (rustls) when the URL asks.
 
-pub mod schema;
 mod session;
 mod tls;
 

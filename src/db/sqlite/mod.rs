@@ -7,8 +7,6 @@
 //! once and [`begin_immediate`] waits asynchronously, holding no thread, before trying
 //! again.
 
-pub mod schema;
-
 use super::{ConnectErrors, DbError, PoolOptions, is_contention_message};
 use diesel::connection::AnsiTransactionManager;
 use diesel::result::Error as DieselError;

@@ -1,0 +1,116 @@
+//! The tables, for both backends. Columns whose SQL type differs between PostgreSQL and
+//! SQLite have a type of ours that maps to each (`Id`: uuid or text, `Instant`:
+//! timestamptz or text, `JsonDoc`: jsonb or text; see `db::types`), so this one description
+//! serves both. Rows are read by column name (`#[derive(Selectable)]`), so the order of the
+//! columns here does not matter; tests/columns.rs checks every column reads back as the
+//! field of its name on both backends.
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    users (id) {
+        id -> Text,
+        created_at -> Instant,
+        task_count -> Integer,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    api_tokens (id) {
+        id -> Id,
+        user_id -> Text,
+        name -> Nullable<Text>,
+        token_hash -> Binary,
+        created_at -> Instant,
+        expires_at -> Nullable<Instant>,
+        revoked_at -> Nullable<Instant>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    tasks (id) {
+        id -> Id,
+        user_id -> Text,
+        title -> Text,
+        description -> Nullable<Text>,
+        completed -> Bool,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Instant,
+        updated_at -> Instant,
+        completed_at -> Nullable<Instant>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    conversations (id) {
+        id -> Id,
+        user_id -> Text,
+        title -> Nullable<Text>,
+        status -> Text,
+        summary -> Nullable<Text>,
+        summary_through_message_id -> Nullable<BigInt>,
+        created_at -> Instant,
+        updated_at -> Instant,
+        archived_at -> Nullable<Instant>,
+        message_count -> Integer,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    messages (id) {
+        id -> BigInt,
+        conversation_id -> Id,
+        user_id -> Text,
+        role -> Text,
+        content -> Text,
+        tool_calls -> Nullable<JsonDoc>,
+        created_at -> Instant,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    mcp_sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        state -> JsonDoc,
+        created_at -> Instant,
+        updated_at -> Instant,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    server_secrets (name) {
+        name -> Text,
+        secret -> Binary,
+        created_at -> Instant,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_tokens,
+    tasks,
+    conversations,
+    messages,
+    mcp_sessions,
+    server_secrets
+);
