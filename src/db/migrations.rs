@@ -161,7 +161,7 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
             }
         }
         DatabaseUrl::Sqlite(path) => {
-            let conn = sqlite::establish(path).await?;
+            sqlite::ensure_parent_dir(path)?;
             let lock_path = path.with_extension("migrate.lock");
             let lock = File::create(&lock_path).map_err(|e| {
                 DbError::Migration(format!("cannot create {}: {e}", lock_path.display()))
@@ -172,6 +172,10 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
                 .map_err(|e| {
                     DbError::Migration(format!("cannot lock {}: {e}", lock_path.display()))
                 })?;
+            // Opened under the lock: a new database's first connections switch it to WAL,
+            // and two processes doing that at once can deadlock, which SQLite reports as
+            // "database is locked" at once instead of waiting.
+            let conn = sqlite::establish(path).await?;
             let mut harness = AsyncMigrationHarness::new(conn);
             let outcome = apply(&mut harness, SQLITE, operation);
             drop(lock);

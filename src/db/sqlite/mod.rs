@@ -133,7 +133,7 @@ pub async fn begin_immediate(conn: &mut Connection) -> diesel::QueryResult<()> {
     }
 }
 
-fn ensure_parent_dir(path: &Path) -> Result<(), DbError> {
+pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), DbError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             DbError::Unavailable(format!("cannot create folder {}: {e}", dir.display()))
