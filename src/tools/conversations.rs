@@ -1,6 +1,6 @@
 //! Conversation tools.
 
-use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, transact};
+use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::conversations::{self, Conversation, Message, Role};
 use crate::store::parse_uuid;
 use rmcp::handler::server::tool::Extension;
@@ -123,7 +123,7 @@ impl TodoServer {
         Parameters(args): Parameters<Checked<StartConversationArgs>>,
     ) -> Result<Json<ConversationResult>, ToolError> {
         let args = args.get()?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let conversation = conversations::start(tx, args.title.as_deref()).await?;
             Ok(ConversationResult { conversation })
         })
@@ -146,7 +146,7 @@ impl TodoServer {
         Parameters(args): Parameters<Checked<ListConversationsArgs>>,
     ) -> Result<Json<ConversationList>, ToolError> {
         let args = args.get()?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let (conversations, next_cursor) = conversations::list(
                 tx,
                 args.include_archived.unwrap_or(false),
@@ -180,7 +180,7 @@ impl TodoServer {
     ) -> Result<Json<MessageResult>, ToolError> {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let message = conversations::append_message(
                 tx,
                 conversation_id,
@@ -211,7 +211,7 @@ impl TodoServer {
     ) -> Result<Json<HistoryResult>, ToolError> {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let history =
                 conversations::history(tx, conversation_id, args.limit, args.before).await?;
             Ok(HistoryResult {
@@ -241,7 +241,7 @@ impl TodoServer {
     ) -> Result<Json<ConversationResult>, ToolError> {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let conversation = conversations::set_summary(
                 tx,
                 conversation_id,
@@ -271,7 +271,7 @@ impl TodoServer {
     ) -> Result<Json<ConversationResult>, ToolError> {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let conversation = conversations::archive(tx, conversation_id).await?;
             Ok(ConversationResult { conversation })
         })

@@ -134,11 +134,6 @@ impl TodoServer {
         Self::router().list_all()
     }
 
-    /// The server's instructions, as `initialize` gives them.
-    pub fn instructions(&self) -> &str {
-        &self.instructions
-    }
-
     fn record_rule(&self, tool: &str) -> RecordIn {
         self.record_rules
             .get(tool)
@@ -170,17 +165,16 @@ impl TodoServer {
     }
 }
 
-/// Runs a tool's body in its call's transaction ([`crate::transact!`]), as the tool's
-/// result: `$body` is a block using `$tx: &mut UserTx` and evaluating to
-/// `Result<T, StoreError>`.
-macro_rules! transact {
+/// A tool's result from its body, run in its call's transaction ([`crate::transact!`]):
+/// `$body` is a block using `$tx: &mut UserTx` and evaluating to `Result<T, StoreError>`.
+macro_rules! tool_result {
     ($server:expr, $call:expr, |$tx:ident| $body:block) => {
         $crate::transact!(&$server.db, &$call, |$tx| $body)
             .map(rmcp::Json)
             .map_err($crate::tools::ToolError::from)
     };
 }
-use transact;
+use tool_result;
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for TodoServer {

@@ -1,6 +1,6 @@
 //! Task tools.
 
-use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, transact};
+use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::parse_uuid;
 use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges};
 use rmcp::handler::server::tool::Extension;
@@ -133,7 +133,7 @@ impl TodoServer {
             description: args.description.as_deref(),
             idempotency_key: args.idempotency_key.as_deref(),
         };
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let task = tasks::add(tx, new, &self.quotas).await?;
             Ok(TaskResult { task })
         })
@@ -167,7 +167,7 @@ impl TodoServer {
             limit: args.limit,
             cursor: args.cursor.as_deref(),
         };
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let (tasks, next_cursor) = tasks::list(tx, query, &self.cursors).await?;
             Ok(TaskList { tasks, next_cursor })
         })
@@ -191,7 +191,7 @@ impl TodoServer {
     ) -> Result<Json<TaskResult>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let task = tasks::get(tx, task_id).await?;
             Ok(TaskResult { task })
         })
@@ -215,7 +215,7 @@ impl TodoServer {
     ) -> Result<Json<TaskResult>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let task = tasks::complete(tx, task_id).await?;
             Ok(TaskResult { task })
         })
@@ -245,7 +245,7 @@ impl TodoServer {
             completed: args.completed,
             expected_updated_at: args.expected_updated_at.as_deref(),
         };
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             let task = tasks::update(tx, task_id, changes).await?;
             Ok(TaskResult { task })
         })
@@ -269,7 +269,7 @@ impl TodoServer {
     ) -> Result<Json<DeletedTask>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
-        transact!(self, call, |tx| {
+        tool_result!(self, call, |tx| {
             tasks::delete(tx, task_id).await?;
             Ok(DeletedTask {
                 task_id: task_id.to_string(),
