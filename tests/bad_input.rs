@@ -312,6 +312,7 @@ async fn malformed_ids_are_refused(db: TestDb) {
     let task_id = "invalid `task_id`: `not-a-uuid` is not a uuid";
     let conversation_id = "invalid `conversation_id`: `42` is not a uuid";
     let cases = [
+        ("get_task", json!({ "task_id": "not-a-uuid" }), task_id),
         ("complete_task", json!({ "task_id": "not-a-uuid" }), task_id),
         (
             "update_task",
@@ -362,6 +363,7 @@ async fn unknown_ids_are_not_found(db: TestDb) {
     let task = || not_found("task", UNKNOWN_ID);
     let conversation = || not_found("conversation", UNKNOWN_ID);
     let cases = [
+        ("get_task", json!({ "task_id": UNKNOWN_ID }), task()),
         ("complete_task", json!({ "task_id": UNKNOWN_ID }), task()),
         (
             "update_task",

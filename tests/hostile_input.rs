@@ -622,6 +622,8 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("task_id with SQL after a uuid", "update_task",
          json!({"task_id": format!("{}' OR '1'='1", a.task), "title": "x"}), "`task_id`"),
         ("task_id a path", "complete_task", json!({"task_id": "../../etc/passwd"}), "`task_id`"),
+        ("task_id not a uuid, to read", "get_task", json!({"task_id": "not-a-uuid"}), "`task_id`"),
+        ("task_id with SQL, to read", "get_task", json!({"task_id": "' OR 1=1 --"}), "`task_id`"),
         ("task_id a LIKE pattern", "delete_task", json!({"task_id": "%"}), "`task_id`"),
         ("conversation_id not a uuid", "add_task",
          json!({"title": "x", "conversation_id": "42"}), "`conversation_id`"),
@@ -742,7 +744,9 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let braced: Spell = |id| format!("{{{id}}}");
     let (task, conversation, log) = (&b.task, &b.conversation, &b.activity_log);
     #[rustfmt::skip]
-    let foreign: [(&str, &str, &str, &String, Spell, Args); 16] = [
+    let foreign: [(&str, &str, &str, &String, Spell, Args); 18] = [
+        ("B's task: read", "get_task", "task", task, same, |id| json!({ "task_id": id })),
+        ("B's task, upper case: read", "get_task", "task", task, upper, |id| json!({ "task_id": id })),
         ("B's task: complete", "complete_task", "task", task, same, |id| json!({ "task_id": id })),
         ("B's task: rename", "update_task", "task", task, same,
          |id| json!({"task_id": id, "title": "taken over"})),
