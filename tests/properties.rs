@@ -8,7 +8,7 @@ use todo_mcp::store::cursor::CursorKey;
 use todo_mcp::store::{UserId, check_text};
 
 fn key() -> CursorKey {
-    CursorKey::from_secret(b"a key for the property tests, 32+ bytes")
+    CursorKey::from_secret(b"a key for the property tests, 32+ bytes").unwrap()
 }
 
 fn alice() -> UserId {

@@ -214,10 +214,7 @@ pub async fn abandon(tx: UserTx, error: StoreError) -> StoreError {
         }
         error => error,
     };
-    if let Err(error) = tx.rollback().await {
-        // The pool discards a connection left in a transaction, so this loses nothing.
-        tracing::warn!(%error, "rollback failed");
-    }
+    super::roll_back(tx.tx).await;
     error
 }
 

@@ -131,10 +131,6 @@ impl UserTx {
     pub async fn commit(self) -> Result<(), DbError> {
         self.tx.commit().await
     }
-
-    pub async fn rollback(self) -> Result<(), DbError> {
-        self.tx.rollback().await
-    }
 }
 
 /// Ends a transaction by its work's outcome: commits after success, rolls back after a
@@ -146,11 +142,17 @@ async fn settle<T>(tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreErro
             Ok(value)
         }
         Err(error) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, "rollback failed");
-            }
+            roll_back(tx).await;
             Err(error)
         }
+    }
+}
+
+/// Rolls back after a failure. A failed rollback is only logged: the pool discards a
+/// connection left in a transaction, so it loses nothing.
+async fn roll_back(tx: Tx) {
+    if let Err(error) = tx.rollback().await {
+        tracing::warn!(%error, "rollback failed");
     }
 }
 
@@ -362,15 +364,10 @@ pub mod cursor {
     }
 
     impl CursorKey {
-        pub fn from_secret(secret: &[u8]) -> Self {
-            CursorKey(
-                <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret).unwrap_or_else(
-                    |_| {
-                        // HMAC takes a key of any length; this arm cannot be reached.
-                        <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default())
-                    },
-                ),
-            )
+        /// A key from the shared secret (HMAC takes a key of any length, so this fails
+        /// only if the hmac crate stops saying so).
+        pub fn from_secret(secret: &[u8]) -> Result<Self, hmac::digest::InvalidLength> {
+            <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret).map(CursorKey)
         }
 
         fn mac(&self, kind: &str, user: &UserId, id: uuid::Uuid) -> Hmac<Sha256> {
@@ -439,7 +436,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {
-        let key = cursor::CursorKey::from_secret(&[7; 32]);
+        let key = cursor::CursorKey::from_secret(&[7; 32]).unwrap();
         let (alice, bob) = (
             UserId::parse("alice").unwrap(),
             UserId::parse("bob").unwrap(),
@@ -455,7 +452,7 @@ mod tests {
             key.decode("t", &bob, "cursor", &encoded).is_err(),
             "another user"
         );
-        let other_key = cursor::CursorKey::from_secret(&[8; 32]);
+        let other_key = cursor::CursorKey::from_secret(&[8; 32]).unwrap();
         assert!(other_key.decode("t", &alice, "cursor", &encoded).is_err());
         // The right shape with a made-up position: the old, unsigned form.
         let forged = format!("t_{}", URL_SAFE_NO_PAD.encode(id.as_bytes()));

@@ -11,7 +11,9 @@ use rand::RngCore;
 
 /// The key list cursors are signed with.
 pub async fn cursor_key(db: &Database) -> Result<CursorKey, StoreError> {
-    Ok(CursorKey::from_secret(&shared_secret(db, "cursor").await?))
+    let secret = shared_secret(db, "cursor").await?;
+    CursorKey::from_secret(&secret)
+        .map_err(|e| StoreError::Conflict(format!("the stored cursor key is unusable: {e}")))
 }
 
 /// The secret named `name`, made (256 random bits) if no server has made it yet.
