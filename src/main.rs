@@ -3,10 +3,11 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
-use todo_mcp::auth::Authenticator;
+use todo_mcp::auth::{Authenticator, JwtOptions};
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
+use todo_mcp::store::scopes::{Caller, Scopes, TodoScope};
 use todo_mcp::store::{Quotas, StoreError, UserId, quote, tokens, users};
-use todo_mcp::transport::http::{AuthMode, HttpOptions};
+use todo_mcp::transport::http::{AuthMode, HttpOptions, ProtectedResource};
 
 /// Durable tasks and conversation history for AI agents, over MCP.
 ///
@@ -70,6 +71,53 @@ struct Cli {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
+
+    /// The issuer (`iss`) of the JWTs to accept, signed with its published keys (EdDSA,
+    /// ES256, RS256…), such as Better Auth's `https://auth.example.com/api/auth`. Its JWKS
+    /// is found from its metadata (/.well-known/oauth-authorization-server, then
+    /// /.well-known/openid-configuration) unless --jwks-url names it. Needs --public-url or
+    /// --jwt-audience.
+    #[arg(long, env = "TODO_MCP_JWT_ISSUER", global = true, value_name = "URL")]
+    jwt_issuer: Option<String>,
+
+    /// The issuer's JWKS, when its metadata does not name it (Better Auth's JWT plugin:
+    /// https://auth.example.com/api/auth/jwks).
+    #[arg(long, env = "TODO_MCP_JWKS_URL", global = true, value_name = "URL")]
+    jwks_url: Option<String>,
+
+    /// This server's canonical URL as clients reach it (https://todo.example.com/mcp): the
+    /// OAuth resource. A JWT's `aud` must contain it (RFC 8707); `http` serves its protected
+    /// resource metadata at /.well-known/oauth-protected-resource (and …/mcp), and every
+    /// 401 points there.
+    #[arg(long, env = "TODO_MCP_PUBLIC_URL", global = true, value_name = "URL")]
+    public_url: Option<String>,
+
+    /// The audience a JWT's `aud` must contain, instead of --public-url (for an issuer
+    /// that names this server otherwise).
+    #[arg(long, env = "TODO_MCP_JWT_AUDIENCE", global = true)]
+    jwt_audience: Option<String>,
+
+    /// Seconds the issuer's keys are cached before they are fetched again (a key that left
+    /// the JWKS stops working by then at the latest).
+    #[arg(
+        long,
+        env = "TODO_MCP_JWKS_CACHE_TTL",
+        default_value_t = 600.0,
+        global = true,
+        value_name = "SECONDS"
+    )]
+    jwks_cache_ttl: f64,
+
+    /// Fewest seconds between two fetches of the JWKS: a token with an unknown `kid` makes
+    /// the keys be fetched again at most this often.
+    #[arg(
+        long,
+        env = "TODO_MCP_JWKS_REFRESH_MIN_INTERVAL",
+        default_value_t = 5.0,
+        global = true,
+        value_name = "SECONDS"
+    )]
+    jwks_refresh_min_interval: f64,
 
     /// What to log on stderr, in tracing's EnvFilter syntax (`debug`, `todo_mcp=debug,warn`).
     #[arg(
@@ -190,6 +238,11 @@ enum TokenAction {
         /// The user id the token acts as.
         #[arg(long)]
         user: String,
+        /// What the token may do: `read` (todo:read, the read-only tools) or `write`
+        /// (todo:write, every other tool). Repeat or comma-separate for both
+        /// [default: both].
+        #[arg(long = "scope", value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<TodoScope>,
         /// A label to recognise the token by in `token list`.
         #[arg(long)]
         name: Option<String>,
@@ -284,11 +337,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         acquire_timeout: seconds("--pool-timeout", cli.pool_timeout)?,
         statement_timeout: seconds("--statement-timeout", cli.statement_timeout)?,
     };
+    let jwt = JwtOptions {
+        secret: cli.jwt_secret.clone(),
+        issuer: cli.jwt_issuer.clone(),
+        jwks_url: cli.jwks_url.clone(),
+        audience: cli.jwt_audience.clone().or_else(|| cli.public_url.clone()),
+        jwks_cache_ttl: seconds("--jwks-cache-ttl", cli.jwks_cache_ttl)?,
+        jwks_refresh_min_interval: seconds(
+            "--jwks-refresh-min-interval",
+            cli.jwks_refresh_min_interval,
+        )?,
+    };
     match cli.command {
         Command::Stdio { no_migrate, token } => {
+            let authenticator = Authenticator::new(&jwt)?;
             let db = prepare(&url, &options, no_migrate).await?;
-            let authenticator = Authenticator::new(cli.jwt_secret.as_deref());
-            let user = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let caller = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
                 Some(token) => authenticator
                     .authenticate(&db, token)
                     .await
@@ -297,11 +361,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
                     let user = UserId::local();
                     ensure_user(&db, &user).await?;
-                    user
+                    Caller::with_full_access(user)
                 }
             };
-            tracing::info!(user = %user, "serving MCP on stdio");
-            todo_mcp::transport::stdio::serve(db, user, quotas).await
+            tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
+            todo_mcp::transport::stdio::serve(db, caller, quotas).await
         }
         Command::Http {
             listen,
@@ -314,16 +378,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sessions = sessions
                 .then(|| seconds("--session-idle-timeout", session_idle_timeout))
                 .transpose()?;
+            let authenticator = Authenticator::new(&jwt)?;
+            let resource = cli
+                .public_url
+                .as_deref()
+                .map(|url| ProtectedResource::new(url, jwt.issuer.as_deref()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let db = prepare(&url, &options, no_migrate).await?;
             let auth = if no_auth {
                 ensure_user(&db, &UserId::local()).await?;
                 AuthMode::None
             } else {
-                AuthMode::Tokens(Authenticator::new(cli.jwt_secret.as_deref()))
+                let warming = authenticator.clone();
+                tokio::spawn(async move { warming.warm_up().await });
+                AuthMode::Tokens(authenticator)
             };
             let options = HttpOptions {
                 listen,
                 auth,
+                resource,
                 allowed_hosts,
                 sessions,
                 quotas,
@@ -367,6 +441,15 @@ async fn prepare(
         }
     }
     Ok(Database::connect(url, options).await?)
+}
+
+fn parse_scope(raw: &str) -> Result<TodoScope, String> {
+    TodoScope::parse(raw).ok_or_else(|| {
+        format!(
+            "{} is not a scope: use read or write (todo:read, todo:write)",
+            quote(raw)
+        )
+    })
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
@@ -427,14 +510,24 @@ async fn token(db: &Database, action: TokenAction) -> anyhow::Result<()> {
     match action {
         TokenAction::Create {
             user,
+            scopes,
             name,
             expires_in,
         } => {
             let user = UserId::parse(&user)?;
+            let scopes = if scopes.is_empty() {
+                Scopes::FULL
+            } else {
+                scopes.into_iter().collect()
+            };
             let expires_at =
                 expires_in.map(|days| chrono::Utc::now() + chrono::Duration::days(days.into()));
-            let issued = tokens::create(db, &user, name.as_deref(), expires_at).await?;
-            eprintln!("token {} issued for user {user}", issued.id);
+            let issued = tokens::create(db, &user, name.as_deref(), scopes, expires_at).await?;
+            eprintln!(
+                "token {} issued for user {user}, scopes {}",
+                issued.id,
+                scopes.to_oauth()
+            );
             println!("{}", issued.secret);
         }
         TokenAction::List { user } => {

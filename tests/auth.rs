@@ -178,6 +178,7 @@ async fn tokens_are_printed_once_and_stored_only_as_hashes(db: TestDb) {
                 "id",
                 "name",
                 "revoked_at",
+                "scopes",
                 "user_id"
             ]
         );
@@ -279,7 +280,13 @@ async fn bad_api_tokens_stop_the_server_at_start(db: TestDb) {
         URL_SAFE_NO_PAD.encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()))
     );
 
-    assert_refused(&db, "garbage", &[], "the token is not valid").await;
+    assert_refused(
+        &db,
+        "garbage",
+        &[],
+        "the token is neither an API token nor a JWT",
+    )
+    .await;
     assert_refused(&db, &unknown, &[], "the token is not valid").await;
     assert_refused(&db, &revoked, &[], "the token has been revoked").await;
     assert_refused(&db, &expired, &[], "the token has expired").await;
@@ -302,7 +309,6 @@ async fn bad_api_tokens_stop_the_server_at_start(db: TestDb) {
 /// unsigned, no `sub`, and any JWT at all when no secret is configured.
 async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
     let secret = [("TODO_MCP_JWT_SECRET", JWT_SECRET)];
-    let not_valid = "the token is not valid";
     let cases = [
         (
             "signed with another secret",
@@ -311,7 +317,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
                 Algorithm::HS256,
                 "another-secret",
             ),
-            not_valid,
+            "the token's signature does not verify",
         ),
         (
             "expired an hour ago",
@@ -325,7 +331,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
         (
             "without exp",
             sign(&json!({ "sub": "mallory" }), Algorithm::HS256, JWT_SECRET),
-            not_valid,
+            "the token has no `exp` claim",
         ),
         (
             "without sub",
@@ -334,7 +340,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
                 Algorithm::HS256,
                 JWT_SECRET,
             ),
-            not_valid,
+            "the token has no `sub` claim",
         ),
         (
             "signed with HS384",
@@ -343,7 +349,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
                 Algorithm::HS384,
                 JWT_SECRET,
             ),
-            not_valid,
+            "the token's algorithm HS384 is not accepted",
         ),
         (
             "unsigned (alg none)",
@@ -356,7 +362,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
                         .as_bytes()
                 )
             ),
-            not_valid,
+            "the token's algorithm `none` is not accepted",
         ),
     ];
     for (what, token, reason) in &cases {
@@ -367,7 +373,7 @@ async fn bad_jwts_stop_the_server_at_start(db: TestDb) {
     // why: JWTs are not enabled.
     let err = assert_refused(&db, &jwt_for("mallory"), &[], "the token is a JWT").await;
     assert!(
-        err.contains("TODO_MCP_JWT_SECRET is not set"),
+        err.contains("neither TODO_MCP_JWT_ISSUER nor TODO_MCP_JWT_SECRET is set"),
         "the refusal should say that JWTs need TODO_MCP_JWT_SECRET:\n{err}"
     );
 

@@ -272,8 +272,10 @@ enum Refusal {
 const NOT_VALID: &str = "the token is not valid";
 const EXPIRED: &str = "the token has expired";
 const REVOKED: &str = "the token has been revoked";
-const JWT_DISABLED: &str =
-    "the token is a JWT, but TODO_MCP_JWT_SECRET is not set, so JWTs are not accepted";
+const MALFORMED: &str = "the token is neither an API token nor a JWT";
+const BAD_SIGNATURE: &str = "the token's signature does not verify";
+const NO_EXP: &str = "the token has no `exp` claim";
+const JWT_DISABLED: &str = "the token is a JWT, but neither TODO_MCP_JWT_ISSUER nor TODO_MCP_JWT_SECRET is set, so JWTs are not accepted";
 
 /// Every kind of bad credential a server with [`JWT_SECRET`] configured must refuse.
 fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
@@ -298,7 +300,7 @@ fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
         BadCredential {
             what: "a garbage token",
             auth: bearer("not-a-token"),
-            refusal: Refusal::InvalidToken(NOT_VALID),
+            refusal: Refusal::InvalidToken(MALFORMED),
         },
         BadCredential {
             what: "an unknown tmcp_ token",
@@ -324,12 +326,12 @@ fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
                 &json!({"sub": "mallory", "exp": now() + 3600}),
                 "not-the-secret",
             )),
-            refusal: Refusal::InvalidToken(NOT_VALID),
+            refusal: Refusal::InvalidToken(BAD_SIGNATURE),
         },
         BadCredential {
             what: "a JWT without exp",
             auth: bearer(&sign_hs256(&json!({"sub": "mallory"}), JWT_SECRET)),
-            refusal: Refusal::InvalidToken(NOT_VALID),
+            refusal: Refusal::InvalidToken(NO_EXP),
         },
     ]
 }

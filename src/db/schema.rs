@@ -28,6 +28,7 @@ diesel::table! {
         created_at -> Instant,
         expires_at -> Nullable<Instant>,
         revoked_at -> Nullable<Instant>,
+        scopes -> Nullable<Text>,
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod calls;
 pub mod conversations;
+pub mod scopes;
 pub mod secrets;
 pub mod sessions;
 pub mod tasks;
@@ -222,6 +223,9 @@ pub enum ErrorKind {
     Unavailable,
     /// Storage is contended or slow: retry.
     Busy,
+    /// The credential's scopes do not allow this tool (`todo:read` for the read-only
+    /// tools, `todo:write` for the others): use a token that has the scope.
+    InsufficientScope,
     /// A defect of the server.
     Internal,
     /// Audit records only: the client called a tool the server does not have.
@@ -239,6 +243,7 @@ impl ErrorKind {
             ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Busy => "busy",
+            ErrorKind::InsufficientScope => "insufficient_scope",
             ErrorKind::Internal => "internal",
             ErrorKind::UnknownTool => "unknown_tool",
             ErrorKind::ProtocolError => "protocol_error",

@@ -1,5 +1,6 @@
 //! API tokens: 256-bit random secrets, of which only a SHA-256 is stored.
 
+use super::scopes::{Caller, Scopes};
 use super::{StoreError, UserId, UserTx, check_text, format_time, limits, now, settle};
 use crate::db::{Database, DbTime, DbUuid, Scope, Tx};
 use crate::on_backend;
@@ -28,6 +29,8 @@ pub struct TokenInfo {
     pub id: String,
     pub user_id: String,
     pub name: Option<String>,
+    /// What the token may do, as OAuth scopes (`todo:read todo:write`).
+    pub scopes: String,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
@@ -43,11 +46,23 @@ struct TokenRow {
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    /// OAuth scope text; NULL for the tokens issued before scopes, which keep full access.
+    scopes: Option<String>,
+}
+
+impl TokenRow {
+    fn scopes(&self) -> Scopes {
+        self.scopes
+            .as_deref()
+            .map_or(Scopes::FULL, Scopes::from_oauth)
+    }
 }
 
 impl From<TokenRow> for TokenInfo {
     fn from(row: TokenRow) -> Self {
+        let scopes = row.scopes().to_oauth();
         TokenInfo {
+            scopes,
             id: row.id.0.to_string(),
             user_id: row.user_id,
             name: row.name,
@@ -61,7 +76,7 @@ impl From<TokenRow> for TokenInfo {
 /// What a presented secret turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TokenCheck {
-    Valid(UserId),
+    Valid(Caller),
     Unknown,
     Expired,
     Revoked,
@@ -75,13 +90,21 @@ fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Issues a token for the user (who is created if new), in a transaction of its own.
+/// Issues a token for the user (who is created if new), allowed `scopes`, in a
+/// transaction of its own.
 pub async fn create(
     db: &Database,
     user: &UserId,
     name: Option<&str>,
+    scopes: Scopes,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedToken, StoreError> {
+    if scopes == Scopes::NONE {
+        return Err(StoreError::invalid(
+            "scope",
+            "a token needs at least one scope",
+        ));
+    }
     let name = name
         .map(|n| check_text("name", n, limits::TOKEN_NAME, false))
         .transpose()?
@@ -90,7 +113,7 @@ pub async fn create(
     let mut tx = UserTx::begin(db, user).await?;
     let issued = async {
         super::users::ensure_in(&mut tx).await?;
-        insert(&mut tx, name, expires_at).await
+        insert(&mut tx, name, scopes, expires_at).await
     }
     .await;
     settle(tx.tx, issued).await
@@ -99,6 +122,7 @@ pub async fn create(
 async fn insert(
     tx: &mut UserTx,
     name: Option<String>,
+    scopes: Scopes,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<IssuedToken, StoreError> {
     let (tx, user) = tx.split();
@@ -118,6 +142,7 @@ async fn insert(
                 k::token_hash.eq(&token_hash),
                 k::created_at.eq(DbTime(at)),
                 k::expires_at.eq(expires_at.map(DbTime)),
+                k::scopes.eq(scopes.to_oauth()),
             ))
             .execute(conn)
             .await?
@@ -200,5 +225,8 @@ async fn check_in(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {
     if row.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Ok(TokenCheck::Expired);
     }
-    Ok(TokenCheck::Valid(UserId::parse(&row.user_id)?))
+    Ok(TokenCheck::Valid(Caller {
+        user: UserId::parse(&row.user_id)?,
+        scopes: row.scopes(),
+    }))
 }

@@ -15,7 +15,8 @@ pub mod tasks;
 use crate::db::{Database, DbError};
 pub use crate::store::calls::{Call, RecordIn};
 use crate::store::cursor::CursorKey;
-use crate::store::{ErrorKind, Quotas, StoreError, UserId, quote, shorten};
+use crate::store::scopes::{Caller, TodoScope};
+use crate::store::{ErrorKind, Quotas, StoreError, quote, shorten};
 use crate::store::{calls, secrets};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{IntoCallToolResult, ToolCallContext};
@@ -70,18 +71,41 @@ pub fn records(rule: RecordIn) -> MetaObject {
     meta
 }
 
+/// The scope a tool needs: `todo:read` for a read-only tool (its `read_only_hint`), else
+/// `todo:write`. Derived from the definition, so a tool cannot be listed one way and
+/// guarded another.
+pub fn scope_needed(tool: &Tool) -> TodoScope {
+    let read_only = tool
+        .annotations
+        .as_ref()
+        .and_then(|a| a.read_only_hint)
+        .unwrap_or(false);
+    if read_only {
+        TodoScope::Read
+    } else {
+        TodoScope::Write
+    }
+}
+
 /// How the server learns who is calling.
 #[derive(Clone)]
 pub enum Identity {
-    /// One user for the whole session (stdio: the token given at start, or `local`).
-    Fixed(UserId),
-    /// Each request names its user (HTTP: its bearer token), found in the request's
+    /// One caller for the whole session (stdio: the token given at start, or `local`).
+    Fixed(Caller),
+    /// Each request names its caller (HTTP: its bearer token), found in the request's
     /// extensions by a function the transport supplies.
-    PerRequest(UserOfRequest),
+    PerRequest(CallerOfRequest),
 }
 
-/// Finds the authenticated user among a request's extensions.
-pub type UserOfRequest = Arc<dyn Fn(&Extensions) -> Option<UserId> + Send + Sync>;
+/// Finds the authenticated caller among a request's extensions.
+pub type CallerOfRequest = Arc<dyn Fn(&Extensions) -> Option<Caller> + Send + Sync>;
+
+/// What the server derives from each tool's definition.
+#[derive(Debug, Clone, Copy)]
+struct ToolRule {
+    records_in: RecordIn,
+    scope: TodoScope,
+}
 
 /// The todo-mcp MCP server.
 #[derive(Clone)]
@@ -92,8 +116,8 @@ pub struct TodoServer {
     /// Signs and checks list cursors.
     cursors: CursorKey,
     tool_router: Arc<ToolRouter<Self>>,
-    /// Where each tool's records go, from its definition.
-    record_rules: Arc<HashMap<String, RecordIn>>,
+    /// Where each tool's records go and the scope it needs, from its definition.
+    tool_rules: Arc<HashMap<String, ToolRule>>,
     instructions: Arc<str>,
     /// Counts the calls under way, so a shutdown can wait for them.
     in_flight: Option<TaskTracker>,
@@ -105,10 +129,13 @@ impl TodoServer {
         let cursors = secrets::cursor_key(&db).await?;
         let tool_router = Self::router();
         let tools = tool_router.list_all();
-        let record_rules = tools
+        let tool_rules = tools
             .iter()
             .map(|tool| {
-                let rule = records_in(tool).unwrap_or(RecordIn::ActivityLog);
+                let rule = ToolRule {
+                    records_in: records_in(tool).unwrap_or(RecordIn::ActivityLog),
+                    scope: scope_needed(tool),
+                };
                 (tool.name.to_string(), rule)
             })
             .collect();
@@ -118,7 +145,7 @@ impl TodoServer {
             quotas,
             cursors,
             tool_router: Arc::new(tool_router),
-            record_rules: Arc::new(record_rules),
+            tool_rules: Arc::new(tool_rules),
             instructions: instructions(&tools).into(),
             in_flight: None,
         })
@@ -135,16 +162,20 @@ impl TodoServer {
     }
 
     fn record_rule(&self, tool: &str) -> RecordIn {
-        self.record_rules
+        self.tool_rules
             .get(tool)
-            .copied()
-            .unwrap_or(RecordIn::ActivityLog)
+            .map_or(RecordIn::ActivityLog, |rule| rule.records_in)
     }
 
-    /// The same server for a session whose user is known from its start.
-    pub fn for_user(&self, user: UserId) -> Self {
+    /// The scope calling `tool` needs, if the server has such a tool.
+    pub fn scope_needed(&self, tool: &str) -> Option<TodoScope> {
+        self.tool_rules.get(tool).map(|rule| rule.scope)
+    }
+
+    /// The same server for a session whose caller is known from its start.
+    pub fn for_caller(&self, caller: Caller) -> Self {
         TodoServer {
-            identity: Identity::Fixed(user),
+            identity: Identity::Fixed(caller),
             ..self.clone()
         }
     }
@@ -155,13 +186,32 @@ impl TodoServer {
         self
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<UserId, ErrorData> {
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
         match &self.identity {
-            Identity::Fixed(user) => Ok(user.clone()),
+            Identity::Fixed(caller) => Ok(caller.clone()),
             Identity::PerRequest(find) => find(&context.extensions).ok_or_else(|| {
                 ErrorData::internal_error("the request carries no authenticated user", None)
             }),
         }
+    }
+
+    /// The refusal of a call the caller's scopes do not allow.
+    fn refuse_scope(&self, caller: &Caller, tool: &str) -> Option<ToolError> {
+        let needed = self.scope_needed(tool)?;
+        (!caller.scopes.allows(needed)).then(|| {
+            let held = caller.scopes.to_oauth();
+            ToolError::new(
+                ErrorKind::InsufficientScope,
+                format!(
+                    "{tool} needs the {needed} scope; this credential has {}",
+                    if held.is_empty() {
+                        "none of todo:read, todo:write".to_owned()
+                    } else {
+                        held
+                    }
+                ),
+            )
+        })
     }
 }
 
@@ -250,23 +300,30 @@ impl ServerHandler for TodoServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let _running = self.in_flight.as_ref().map(TaskTracker::token);
+        let caller = self.caller(&context)?;
+        let refusal = self.refuse_scope(&caller, &request.name);
         let call = Arc::new(Call {
-            user: self.caller(&context)?,
+            user: caller.user,
             tool: request.name.to_string(),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
             started: Instant::now(),
             records_in: self.record_rule(&request.name),
         });
         context.extensions.insert(call.clone());
-        let (response, failure) = FAILURE
-            .scope(RefCell::new(None), async {
-                let response = self
-                    .tool_router
-                    .call(ToolCallContext::new(self, request, context))
-                    .await;
-                (response, FAILURE.with(RefCell::take))
-            })
-            .await;
+        let (response, failure) = match refusal {
+            Some(refusal) => (refusal.clone().into_call_tool_result(), Some(refusal)),
+            None => {
+                FAILURE
+                    .scope(RefCell::new(None), async {
+                        let response = self
+                            .tool_router
+                            .call(ToolCallContext::new(self, request, context))
+                            .await;
+                        (response, FAILURE.with(RefCell::take))
+                    })
+                    .await
+            }
+        };
         let failure = match (&response, failure) {
             (_, Some(failure)) => Some(failure),
             (Ok(CallToolResponse::Complete(result)), None) if result.is_error == Some(true) => {

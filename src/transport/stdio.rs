@@ -5,7 +5,8 @@
 //! as JSON-RPC asks, written to stdout between the server's own messages.
 
 use crate::db::Database;
-use crate::store::{Quotas, UserId};
+use crate::store::Quotas;
+use crate::store::scopes::Caller;
 use crate::tools::{Identity, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use rmcp::ServiceExt;
@@ -29,8 +30,8 @@ const CHANNEL_CAPACITY: usize = 64;
 type Line = Vec<u8>;
 
 /// Serves one client until it closes stdin.
-pub async fn serve(db: Database, user: UserId, quotas: Quotas) -> anyhow::Result<()> {
-    let server = TodoServer::new(db, Identity::Fixed(user), quotas).await?;
+pub async fn serve(db: Database, caller: Caller, quotas: Quotas) -> anyhow::Result<()> {
+    let server = TodoServer::new(db, Identity::Fixed(caller), quotas).await?;
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);

@@ -20,8 +20,19 @@ pub struct HttpServer {
 /// Starts `todo-mcp http --listen 127.0.0.1:0 ARGS` on `db_url` and waits until it listens.
 /// `args` may add `--no-auth`, `--allowed-host …`; `env` e.g. `TODO_MCP_JWT_SECRET`.
 pub async fn start_http(db_url: &str, args: &[&str], env: &[(&str, &str)]) -> HttpServer {
+    start_http_on("127.0.0.1:0", db_url, args, env).await
+}
+
+/// [`start_http`] listening on `listen` (a port picked beforehand, for a server whose URL
+/// must be known before it starts).
+pub async fn start_http_on(
+    listen: &str,
+    db_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> HttpServer {
     let mut command = tokio::process::Command::new(cli::bin_path());
-    command.args(["http", "--listen", "127.0.0.1:0"]).args(args);
+    command.args(["http", "--listen", listen]).args(args);
     cli::scrub_env(&mut command);
     command.env("DATABASE_URL", db_url);
     for (key, value) in env {

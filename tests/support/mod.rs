@@ -22,6 +22,7 @@
 // Not every test file uses every helper.
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod better_auth;
 pub mod cli;
 pub mod http;
 pub mod jsonrpc;
@@ -39,7 +40,7 @@ pub mod sql;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
-pub use http::{HttpServer, start_http};
+pub use http::{HttpServer, start_http, start_http_on};
 pub use mcp::{StdioClient, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command};
 pub use pg::PgTestDb;
 pub use sqlite::SqliteTestDb;

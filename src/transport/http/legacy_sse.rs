@@ -9,6 +9,7 @@
 //! stream: anyone else is told the session does not exist.
 
 use crate::store::UserId;
+use crate::store::scopes::Caller;
 use crate::tools::TodoServer;
 use axum::Router;
 use axum::body::Bytes;
@@ -96,8 +97,9 @@ impl Drop for SessionGuard {
 
 async fn open_stream(
     State(legacy): State<LegacySse>,
-    Extension(user): Extension<UserId>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let user = caller.user.clone();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
@@ -112,7 +114,9 @@ async fn open_stream(
     }
     tracing::info!(session = %id, user = %user, "legacy SSE session opened");
 
-    let server = legacy.server.for_user(user);
+    // The session acts with the scopes of the token that opened it; each POST's own token
+    // is checked too (by `auth`), so neither can do more than its own scopes allow.
+    let server = legacy.server.for_caller(caller);
     let transport = (PollSender::new(to_client), ReceiverStream::new(from_client));
     let session_id = id.clone();
     tokio::spawn(async move {
@@ -152,7 +156,7 @@ async fn open_stream(
 
 async fn post_message(
     State(legacy): State<LegacySse>,
-    Extension(user): Extension<UserId>,
+    Extension(Caller { user, .. }): Extension<Caller>,
     Query(query): Query<MessageQuery>,
     body: Bytes,
 ) -> Response {

@@ -12,9 +12,10 @@ mod reply;
 mod sessions;
 
 use crate::db::{Database, migrations};
+use crate::store::Quotas;
+use crate::store::scopes::Caller;
 use crate::store::sessions::Sessions;
-use crate::store::{Quotas, UserId};
-use crate::tools::{Identity, TodoServer, UserOfRequest};
+use crate::tools::{CallerOfRequest, Identity, TodoServer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::AuthMode;
+pub use auth::{AuthMode, ProtectedResource};
 
 /// Requests larger than this are refused (413) before they are read whole. A message's
 /// content may be 100,000 characters, up to 400 KB of UTF-8, plus JSON escaping.
@@ -49,6 +50,9 @@ const STREAM_FLUSH: Duration = Duration::from_millis(200);
 pub struct HttpOptions {
     pub listen: SocketAddr,
     pub auth: AuthMode,
+    /// This server as an OAuth protected resource (`TODO_MCP_PUBLIC_URL`): its metadata is
+    /// served and every 401 points to it.
+    pub resource: Option<ProtectedResource>,
     /// Host names (or `host:port`) accepted besides the loopback ones.
     pub allowed_hosts: Vec<String>,
     /// Offer `Mcp-Session-Id` sessions (kept in the database) to clients that want them,
@@ -72,16 +76,16 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     let accepting = CancellationToken::new();
     let streams = CancellationToken::new();
     let in_flight = TaskTracker::new();
-    let user_of_request: UserOfRequest = Arc::new(|extensions| {
+    let caller_of_request: CallerOfRequest = Arc::new(|extensions| {
         extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<UserId>())
+            .and_then(|parts| parts.extensions.get::<Caller>())
             .cloned()
     });
     // Built once (its tool router holds every tool's schemas) and cloned per request.
     let server = TodoServer::new(
         db.clone(),
-        Identity::PerRequest(user_of_request),
+        Identity::PerRequest(caller_of_request),
         options.quotas,
     )
     .await?
@@ -92,7 +96,7 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        auth = options.auth.describe(),
+        auth = %options.auth.describe(),
         "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE)"
     );
     // Answers are small writes (SSE frames); with Nagle's algorithm on, each can wait
@@ -181,6 +185,12 @@ fn router(
     streams: CancellationToken,
 ) -> Router {
     let legacy = legacy_sse::LegacySse::new(server.clone(), streams.clone());
+    let auth_state = auth::AuthState::new(
+        db.clone(),
+        options.auth.clone(),
+        options.resource.clone().map(Arc::new),
+        server.clone(),
+    );
     let new_server = move || Ok(server.clone());
     let config = StreamableHttpServerConfig::default()
         .with_json_response(false)
@@ -214,16 +224,22 @@ fn router(
         streamable
             .merge(legacy.routes())
             .layer(axum::middleware::from_fn_with_state(
-                auth::AuthState::new(db.clone(), options.auth.clone()),
+                auth_state,
                 auth::authenticate,
             ));
-    Router::new()
+    let mut allowed_hosts = options.allowed_hosts.clone();
+    let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { db })
+        .with_state(AppState { db });
+    if let Some(resource) = &options.resource {
+        allowed_hosts.extend(resource.authority());
+        public = public.merge(Arc::new(resource.clone()).routes());
+    }
+    public
         .merge(authenticated)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard::HostGuard::new(&options.allowed_hosts)),
+            Arc::new(guard::HostGuard::new(&allowed_hosts)),
             guard::check_host_and_origin,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

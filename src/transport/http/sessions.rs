@@ -3,6 +3,7 @@
 //! so a replica that never saw a session restores it from there; each session belongs to
 //! the user who opened it, and anyone else is told it does not exist.
 
+use crate::store::scopes::Caller;
 use crate::store::sessions::Sessions;
 use crate::store::{StoreError, UserId};
 use axum::extract::{Request, State};
@@ -70,7 +71,7 @@ pub async fn check_session_owner(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(user) = request.extensions().get::<UserId>().cloned() else {
+    let Some(user) = request.extensions().get::<Caller>().map(|c| c.user.clone()) else {
         return refusal(StatusCode::UNAUTHORIZED, -32001, "unauthenticated");
     };
     let session = request
