@@ -2,7 +2,8 @@
 //! from the tool definitions and the command line, so that neither is kept by hand
 //! (tests/manifest.rs fails when the committed files differ from what this generates).
 
-use crate::tools::{RecordIn, TodoServer, records_in};
+use crate::store::scopes::TodoScope;
+use crate::tools::{RecordIn, TodoServer, records_in, scope_needed};
 use rmcp::model::Tool;
 use serde_json::{Map, Value, json};
 
@@ -43,6 +44,18 @@ pub fn manifest(cli: &clap::Command) -> Value {
             }
         ],
         "environment": environment(cli),
+        "authorization": {
+            "description": "Bearer credentials: API tokens (`todo-mcp token create [--scope read|write]`), JWTs of TODO_MCP_JWT_ISSUER verified with its JWKS (OAuth 2.1 access tokens bound to TODO_MCP_PUBLIC_URL, or first-party session JWTs), or HS256 JWTs with TODO_MCP_JWT_SECRET. A JWT without a `scope` claim has every scope.",
+            "protected_resource_metadata": ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"],
+            "scopes": TodoScope::ALL.map(|scope| json!({
+                "scope": scope.as_str(),
+                "tools": TodoServer::tools()
+                    .iter()
+                    .filter(|tool| scope_needed(tool) == scope)
+                    .map(|tool| tool.name.to_string())
+                    .collect::<Vec<_>>(),
+            })),
+        },
         "tools": tools,
         "endpoints": { "health": "/healthz", "readiness": "/readyz" }
     })
@@ -99,8 +112,8 @@ fn environment(cli: &clap::Command) -> Vec<Value> {
 /// README's tool table (Markdown), one row per tool, sorted by name.
 pub fn tools_table() -> String {
     let mut table = String::from(
-        "| tool | arguments | returns | hints | call recorded in | what it does |\n\
-         |---|---|---|---|---|---|\n",
+        "| tool | arguments | returns | hints | scope | call recorded in | what it does |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for tool in TodoServer::tools() {
         let row = [
@@ -108,6 +121,7 @@ pub fn tools_table() -> String {
             arguments(&tool),
             returns(&tool),
             hints(&tool),
+            format!("`{}`", scope_needed(&tool)),
             record(&tool).to_owned(),
             cell(tool.description.as_deref().unwrap_or_default()),
         ];

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::better_auth::{BetterAuth, free_port};
 use support::jsonrpc::{Reply, client, mcp_request, tool_call};
-use support::{HttpServer, PgTestDb, start_http, start_http_on};
+use support::python::{PyClient, call as script};
+use support::{HttpServer, PgTestDb, TOOL_NAMES, start_http, start_http_on};
 
 /// Another service Better Auth issues tokens for: todo-mcp must refuse them.
 const OTHER_RESOURCE: &str = "http://127.0.0.1:9/other-mcp";
@@ -583,4 +584,109 @@ async fn protected_resource_metadata_is_served_and_named_by_every_401() {
         "{sse}"
     );
     assert!(sse.contains("error=\"invalid_token\""), "{sse}");
+}
+
+/// What Claude's or ChatGPT's remote connector does, played by the official Python SDK's
+/// OAuth client with nothing configured but the user's signed-in browser: `/mcp` without a
+/// token → 401 → protected resource metadata → Better Auth's metadata → dynamic registration
+/// → authorization with PKCE and `resource` → consent → token → every tool.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdks_oauth_client_discovers_signs_in_and_uses_every_tool() {
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}/mcp");
+    let auth = BetterAuth::start(&public_url, OTHER_RESOURCE).await;
+    let db = PgTestDb::new().await;
+    let issuer = auth.issuer();
+    let server = start_http_on(
+        &format!("127.0.0.1:{port}"),
+        db.url(),
+        &[],
+        &[
+            ("TODO_MCP_JWT_ISSUER", &issuer),
+            ("TODO_MCP_PUBLIC_URL", &public_url),
+        ],
+    )
+    .await;
+    let alice = auth.sign_up("alice").await;
+    let calls = vec![
+        script("add_task", json!({ "title": "signed in by OAuth" })),
+        script("list_tasks", json!({})),
+        script("get_task", json!({ "task_id": "${0.task.id}" })),
+        script(
+            "update_task",
+            json!({ "task_id": "${0.task.id}", "title": "renamed" }),
+        ),
+        script("complete_task", json!({ "task_id": "${0.task.id}" })),
+        script("delete_task", json!({ "task_id": "${0.task.id}" })),
+        script("start_conversation", json!({ "title": "chat" })),
+        script(
+            "append_message",
+            json!({ "conversation_id": "${6.conversation.id}", "role": "user", "content": "hi" }),
+        ),
+        script(
+            "set_conversation_summary",
+            json!({ "conversation_id": "${6.conversation.id}", "summary": "a greeting" }),
+        ),
+        script(
+            "get_conversation_history",
+            json!({ "conversation_id": "${6.conversation.id}" }),
+        ),
+        script("list_conversations", json!({})),
+        script(
+            "archive_conversation",
+            json!({ "conversation_id": "${6.conversation.id}" }),
+        ),
+    ];
+    let session = PyClient::streamable(&server)
+        .oauth_cookie(&alice.cookie)
+        .run(&calls)
+        .await;
+    for result in &session.calls {
+        result.ok();
+    }
+    let called: Vec<&str> = session.calls.iter().map(|c| c.tool.as_str()).collect();
+    let mut every = TOOL_NAMES.clone();
+    every.sort();
+    let mut sorted = called.clone();
+    sorted.sort();
+    assert_eq!(sorted, every, "the script calls every tool once");
+
+    // The SDK found Better Auth from todo-mcp's metadata and asked for this resource.
+    let oauth = &session.connected["oauth"];
+    let authorize = oauth["authorize"].as_str().expect("authorize URL");
+    assert!(
+        authorize.starts_with(&format!("{issuer}/oauth2/authorize?")),
+        "{authorize}"
+    );
+    let asked = reqwest::Url::parse(authorize).unwrap();
+    let param = |name: &str| {
+        asked
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(param("resource").as_deref(), Some(public_url.as_str()));
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
+    let scope = param("scope").unwrap_or_default();
+    assert!(
+        scope.contains("todo:read") && scope.contains("todo:write"),
+        "{scope}"
+    );
+    // The token it got: Better Auth's, bound to todo-mcp, for Alice.
+    let token = &oauth["token"];
+    assert_eq!(token["header"]["typ"], "at+jwt", "{token}");
+    assert_eq!(token["header"]["alg"], "EdDSA", "{token}");
+    assert_eq!(token["claims"]["iss"], issuer.as_str(), "{token}");
+    assert_eq!(token["claims"]["aud"], public_url.as_str(), "{token}");
+    assert_eq!(token["claims"]["sub"], alice.user_id.as_str(), "{token}");
+    // It registered itself (dynamic client registration), and acted as Alice.
+    let clients = auth
+        .db()
+        .query_json(r#"SELECT name FROM "oauthClient""#)
+        .await;
+    assert_eq!(clients, [json!({ "name": "todo-mcp tests: Python SDK" })]);
+    let owners = db
+        .query_json("SELECT DISTINCT user_id FROM conversations")
+        .await;
+    assert_eq!(owners, [json!({ "user_id": alice.user_id })]);
 }

@@ -14,6 +14,14 @@ TRANSPORT and TARGET:
 Over HTTP the token is sent as `Authorization: Bearer TOKEN`; without `--token` no
 Authorization header is sent.
 
+With `--oauth-cookie COOKIE` (streamable only) the SDK's OAuth client does what a remote
+connector does, with nothing configured by hand: it calls TARGET without a token, follows the
+401 to the protected resource metadata, finds the authorization server, registers, sends the
+user to authorize (PKCE, `resource`) and retries with the token. The "browser" here is the
+user's, signed in at Better Auth (COOKIE is its session cookie): it opens the authorization URL
+and accepts the consent page. The `connected` line then also has
+`"oauth": {"authorize": URL, "token": {"header": {...}, "claims": {...}}}`.
+
 Standard input holds a JSON list of tool calls, made in order in one session:
   [{"tool": "add_task", "arguments": {"title": "milk"}}, ...]
 A string argument of the form "${N.path.to.field}" is replaced by that field of the
@@ -68,6 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--list-tools", action="store_true", help="print tools/list after connecting")
     parser.add_argument("--timeout", type=float, default=60.0, help="limit for the whole run, seconds")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="stdio only")
+    parser.add_argument("--oauth-cookie", help="sign in by OAuth as the user of this Better Auth session")
     return parser.parse_args()
 
 
@@ -123,7 +132,22 @@ async def report_http_error(response: Any) -> None:
 async def connect(args: argparse.Namespace) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
     """Yields (something with call_tool/list_tools, what the connection negotiated)."""
     headers = {"Authorization": f"Bearer {args.token}"} if args.token is not None else {}
-    if args.transport == "streamable":
+    if args.oauth_cookie is not None:
+        if args.transport != "streamable" or args.token is not None:
+            raise UsageError("--oauth-cookie goes with streamable and without --token")
+        from oauth_browser import signed_in_http_client
+
+        async with signed_in_http_client(args.target, args.oauth_cookie) as (http, oauth):
+            http.event_hooks["response"].append(report_http_error)
+            transport = streamable_http_client(args.target, http_client=http)
+            async with Client(transport, read_timeout_seconds=args.timeout) as client:
+                info = client.server_info
+                yield client, {
+                    "protocol_version": client.protocol_version,
+                    "server_name": info.name if info else None,
+                    "oauth": oauth.report(),
+                }
+    elif args.transport == "streamable":
         async with create_mcp_http_client(headers=headers) as http:
             # The SDK turns an HTTP error carrying a JSON-RPC body into that JSON-RPC error,
             # dropping the status: say it on stderr so a failure names it.

@@ -208,6 +208,8 @@ pub struct PyClient {
     transport: Transport,
     target: String,
     token: Option<String>,
+    /// Sign in by OAuth as this Better Auth session's user (streamable only).
+    oauth_cookie: Option<String>,
     env: Vec<(String, String)>,
     list_tools: bool,
 }
@@ -306,6 +308,7 @@ impl PyClient {
             transport,
             target,
             token: None,
+            oauth_cookie: None,
             env: Vec::new(),
             list_tools: false,
         }
@@ -314,6 +317,14 @@ impl PyClient {
     /// Sends `Authorization: Bearer TOKEN` (stdio: `TODO_MCP_TOKEN=TOKEN`).
     pub fn token(mut self, token: &str) -> PyClient {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// No token: the SDK's OAuth client discovers the authorization server from the 401 and
+    /// signs in as the user whose Better Auth session cookie this is (the `connected` line
+    /// then reports the authorization request and the token).
+    pub fn oauth_cookie(mut self, cookie: &str) -> PyClient {
+        self.oauth_cookie = Some(cookie.to_string());
         self
     }
 
@@ -344,6 +355,9 @@ impl PyClient {
             .args(["--timeout", &DRIVER_TIMEOUT_SECS.to_string()]);
         if let Some(token) = &self.token {
             command.args(["--token", token]);
+        }
+        if let Some(cookie) = &self.oauth_cookie {
+            command.args(["--oauth-cookie", cookie]);
         }
         if self.list_tools {
             command.arg("--list-tools");
