@@ -693,7 +693,7 @@ async fn a_jwt_bearer_works_over_http(db: TestDb) {
     let forged = jwt("mallory", 3600, "not-the-secret");
     let expired = jwt("jwt-user", -3600, JWT_SECRET);
     for (credential, reason) in [
-        (&forged, "the token is not valid"),
+        (&forged, "the token's signature does not verify"),
         (&expired, "the token has expired"),
     ] {
         for client in [PyClient::streamable(&server), PyClient::sse(&server)] {
@@ -753,12 +753,15 @@ async fn no_or_bad_token_is_refused_and_writes_nothing(db: TestDb) {
     assert_eq!(users_before, ["alice", "mallory"]);
     let credentials: [(Option<&str>, &str); 5] = [
         (None, "send `Authorization: Bearer <token>`"),
-        (Some("not-a-token"), "the token is not valid"),
+        (
+            Some("not-a-token"),
+            "the token is neither an API token nor a JWT",
+        ),
         (Some(&unknown), "the token is not valid"),
         (Some(&revoked), "the token has been revoked"),
         (
             Some(&a_jwt),
-            "the token is a JWT, but TODO_MCP_JWT_SECRET is not set, so JWTs are not accepted",
+            "the token is a JWT, but neither TODO_MCP_JWT_ISSUER nor TODO_MCP_JWT_SECRET is set, so JWTs are not accepted",
         ),
     ];
     for (credential, reason) in credentials {

@@ -46,7 +46,8 @@ struct TokenRow {
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
-    /// OAuth scope text; NULL for the tokens issued before scopes, which keep full access.
+    /// The token's restriction, as OAuth scope text; NULL for a token with every scope
+    /// (tokens issued before scopes existed included).
     scopes: Option<String>,
 }
 
@@ -142,7 +143,7 @@ async fn insert(
                 k::token_hash.eq(&token_hash),
                 k::created_at.eq(DbTime(at)),
                 k::expires_at.eq(expires_at.map(DbTime)),
-                k::scopes.eq(scopes.to_oauth()),
+                k::scopes.eq((!scopes.is_full()).then(|| scopes.to_oauth())),
             ))
             .execute(conn)
             .await?

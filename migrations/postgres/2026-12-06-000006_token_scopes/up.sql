@@ -1,5 +1,5 @@
--- What an API token may do, as OAuth scopes (`todo:read`, `todo:write`, space-separated).
--- NULL for the tokens issued before scopes existed: they keep full access.
+-- What an API token is restricted to: one OAuth scope (`todo:read` or `todo:write`), or NULL
+-- for every scope (as the tokens issued before scopes existed have).
 ALTER TABLE api_tokens
     ADD COLUMN scopes text
-    CHECK (scopes IN ('todo:read', 'todo:write', 'todo:read todo:write'));
+    CHECK (scopes IN ('todo:read', 'todo:write'));

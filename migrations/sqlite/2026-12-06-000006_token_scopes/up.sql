@@ -1,4 +1,4 @@
 -- What an API token may do; see migrations/postgres.
 ALTER TABLE api_tokens
     ADD COLUMN scopes TEXT
-    CHECK (scopes IN ('todo:read', 'todo:write', 'todo:read todo:write'));
+    CHECK (scopes IN ('todo:read', 'todo:write'));
