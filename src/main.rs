@@ -63,6 +63,15 @@ struct Cli {
     #[arg(long, env = "TODO_MCP_MAX_MESSAGE_BYTES", default_value_t = Quotas::default().message_bytes, global = true)]
     max_message_bytes: usize,
 
+    /// Quota: most bytes (as JSON) of one agent state (save_agent_state, commit_turn).
+    #[arg(long, env = "TODO_MCP_MAX_STATE_BYTES", default_value_t = Quotas::default().state_bytes, global = true)]
+    max_state_bytes: usize,
+
+    /// How many versions of a conversation's agent state are kept: a save past it deletes
+    /// the oldest (get_agent_state of a deleted version says which are kept).
+    #[arg(long, env = "TODO_MCP_MAX_STATE_VERSIONS", default_value_t = Quotas::default().state_versions, global = true, value_parser = clap::value_parser!(i32).range(1..))]
+    max_state_versions: i32,
+
     /// Secret enabling HS256 JWTs as credentials (`sub` = user id, `exp` required).
     #[arg(
         long,
@@ -331,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tasks_per_user: cli.max_tasks_per_user,
         messages_per_conversation: cli.max_messages_per_conversation,
         message_bytes: cli.max_message_bytes.max(1),
+        state_bytes: cli.max_state_bytes.max(2),
+        state_versions: cli.max_state_versions,
     };
     let options = PoolOptions {
         max_connections: cli.pool_size.max(1),

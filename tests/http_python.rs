@@ -244,7 +244,9 @@ fn check_every_tool_results(c: &[CallResult]) {
     assert_eq!(conversation_titles(&c[24]).len(), 3);
     assert_eq!(
         c[25].err(),
-        format!("conflict: conversation {convo_id} is archived: start a new one to continue")
+        format!(
+            "conflict: conversation {convo_id} is archived: unarchive_conversation it, or start a new one, to continue"
+        )
     );
     let after = c[26].ok();
     assert_eq!(after["conversation"], archived);

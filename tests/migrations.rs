@@ -93,12 +93,14 @@ async fn up_down_up(backend: Backend) {
         assert_eq!(
             user_tables(pg).await,
             [
+                "agent_states",
                 "api_tokens",
                 "conversations",
                 "mcp_sessions",
                 "messages",
                 "server_secrets",
                 "tasks",
+                "turns",
                 "users"
             ]
         );

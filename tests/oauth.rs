@@ -633,7 +633,28 @@ async fn the_python_sdks_oauth_client_discovers_signs_in_and_uses_every_tool() {
         ),
         script("list_conversations", json!({})),
         script(
+            "save_agent_state",
+            json!({ "conversation_id": "${6.conversation.id}", "state": { "step": 1 } }),
+        ),
+        script(
+            "get_agent_state",
+            json!({ "conversation_id": "${6.conversation.id}" }),
+        ),
+        script(
+            "commit_turn",
+            json!({
+                "conversation_id": "${6.conversation.id}",
+                "messages": [{ "role": "assistant", "content": "hello" }],
+                "state": { "step": 2 },
+                "expected_version": 1,
+            }),
+        ),
+        script(
             "archive_conversation",
+            json!({ "conversation_id": "${6.conversation.id}" }),
+        ),
+        script(
+            "unarchive_conversation",
             json!({ "conversation_id": "${6.conversation.id}" }),
         ),
     ];

@@ -17,7 +17,13 @@ use tokio_postgres::Client;
 const APP_ROLE: &str = "todo_mcp_rls_app";
 
 /// Tables holding user rows, which must all be policed (`user_id` column, RLS forced).
-const USER_TABLES: [&str; 3] = ["conversations", "messages", "tasks"];
+const USER_TABLES: [&str; 5] = [
+    "agent_states",
+    "conversations",
+    "messages",
+    "tasks",
+    "turns",
+];
 /// Tables with a `user_id` that are read before the caller is known, so stay unpoliced.
 const IDENTITY_TABLES: [&str; 2] = ["api_tokens", "mcp_sessions"];
 

@@ -106,7 +106,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    agent_states (conversation_id, version) {
+        conversation_id -> Id,
+        user_id -> Text,
+        version -> Integer,
+        state -> JsonDoc,
+        created_at -> Instant,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    turns (user_id, idempotency_key) {
+        user_id -> Text,
+        idempotency_key -> Text,
+        conversation_id -> Id,
+        request_hash -> Binary,
+        result -> JsonDoc,
+        created_at -> Instant,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    agent_states,
+    turns,
     users,
     api_tokens,
     tasks,

@@ -81,7 +81,7 @@ struct MessageRow {
 }
 
 /// A message as tools return it.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Message {
     /// Strictly increasing within the database: later messages have larger ids.
     pub id: i64,
@@ -118,7 +118,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
             Role::Assistant => "assistant",
@@ -269,7 +269,11 @@ pub async fn get(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, StoreE
 }
 
 /// The conversation, if it is the user's.
-async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+pub(super) async fn find(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+) -> Result<Conversation, StoreError> {
     let row: Option<ConversationRow> = on_backend!(tx, |conn| {
         use schema::conversations::dsl as c;
         c::conversations
@@ -294,6 +298,70 @@ pub async fn append_message(
     quotas: &Quotas,
 ) -> Result<Message, StoreError> {
     let (tx, user) = tx.split();
+    check_content(content, quotas)?;
+    make_room(tx, user, conversation, 1, quotas).await?;
+    insert_message(tx, user, conversation, role.as_str(), content, None).await
+}
+
+/// Counts `added` messages about to be appended, locking the conversation: refused past
+/// the quota or in an archived conversation (the caller's rollback undoes the count).
+pub(super) async fn make_room(
+    tx: &mut Tx,
+    user: &UserId,
+    conversation: uuid::Uuid,
+    added: i32,
+    quotas: &Quotas,
+) -> Result<(), StoreError> {
+    let (status, appended) = count_appends(tx, user, conversation, added).await?;
+    if appended > quotas.messages_per_conversation {
+        return Err(StoreError::QuotaExceeded(format!(
+            "conversation {conversation} would hold {appended} messages, over the {} this \
+             server keeps in one conversation: summarize it and start a new one",
+            quotas.messages_per_conversation
+        )));
+    }
+    if status == ARCHIVED {
+        return Err(StoreError::Conflict(format!(
+            "conversation {conversation} is archived: unarchive_conversation it, or start a \
+             new one, to continue"
+        )));
+    }
+    Ok(())
+}
+
+/// Locks the conversation's row for a write that is not an append (an agent state, say),
+/// bumping its `updated_at`; an archived conversation takes no writes.
+pub(super) async fn lock_for_write(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+) -> Result<(), StoreError> {
+    let at = now();
+    let status: Option<String> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str())),
+        )
+        .set(c::updated_at.eq(DbTime(at)))
+        .returning(c::status)
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    match status.as_deref() {
+        None => Err(StoreError::not_found("conversation", id)),
+        Some(ARCHIVED) => Err(StoreError::Conflict(format!(
+            "conversation {id} is archived: unarchive_conversation it to continue"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A message's content as append_message and commit_turn take it: not empty, no NUL
+/// bytes, within the length limit and the byte quota.
+pub(super) fn check_content(content: &str, quotas: &Quotas) -> Result<(), StoreError> {
     if content.contains('\0') {
         return Err(StoreError::invalid("content", "must not contain NUL bytes"));
     }
@@ -317,28 +385,16 @@ pub async fn append_message(
             quotas.message_bytes
         )));
     }
-    let (status, appended) = count_append(tx, user, conversation).await?;
-    if appended > quotas.messages_per_conversation {
-        return Err(StoreError::QuotaExceeded(format!(
-            "conversation {conversation} already holds {} messages, the most this server \
-             keeps in one conversation: summarize it and start a new one",
-            quotas.messages_per_conversation
-        )));
-    }
-    if status == ARCHIVED {
-        return Err(StoreError::Conflict(format!(
-            "conversation {conversation} is archived: start a new one to continue"
-        )));
-    }
-    insert_message(tx, user, conversation, role.as_str(), content, None).await
+    Ok(())
 }
 
-/// Counts one more appended message and bumps `updated_at`, locking the row (a quota
+/// Counts `added` more appended messages and bumps `updated_at`, locking the row (a quota
 /// overrun is undone with the caller's rollback); returns the status and the new count.
-async fn count_append(
+pub(super) async fn count_appends(
     tx: &mut Tx,
     user: &UserId,
     id: uuid::Uuid,
+    added: i32,
 ) -> Result<(String, i32), StoreError> {
     let at = now();
     let counted: Option<(String, i32)> = on_backend!(tx, |conn| {
@@ -350,7 +406,7 @@ async fn count_append(
         )
         .set((
             c::updated_at.eq(DbTime(at)),
-            c::message_count.eq(c::message_count + 1),
+            c::message_count.eq(c::message_count + added),
         ))
         .returning((c::status, c::message_count))
         .cached()
@@ -513,6 +569,34 @@ pub async fn archive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, St
         ))
         .returning(ConversationRow::as_returning())
         .cached()
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    match row {
+        Some(row) => Ok(row.into()),
+        None => find(tx, user, id).await,
+    }
+}
+
+/// Makes an archived conversation active again; an active one is returned unchanged.
+pub async fn unarchive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, StoreError> {
+    let (tx, user) = tx.split();
+    let at = now();
+    let row: Option<ConversationRow> = on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str()))
+                .filter(c::status.eq(ARCHIVED)),
+        )
+        .set((
+            c::status.eq(ACTIVE),
+            c::archived_at.eq(None::<DbTime>),
+            c::updated_at.eq(DbTime(at)),
+        ))
+        .returning(ConversationRow::as_returning())
         .get_result(conn)
         .await
         .optional()?

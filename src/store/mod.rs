@@ -8,6 +8,7 @@
 //! layers above call store functions that take a [`UserTx`] (tool calls, see [`calls`]) or
 //! the [`Database`] itself (tokens, users, sessions, secrets), each one transaction.
 
+pub mod agent_state;
 pub mod audit;
 pub mod calls;
 pub mod conversations;
@@ -16,6 +17,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod tasks;
 pub mod tokens;
+pub mod turns;
 pub mod users;
 
 use crate::db::{Database, DbError, Scope, Tx};
@@ -46,6 +48,10 @@ pub struct Quotas {
     pub messages_per_conversation: i32,
     /// UTF-8 bytes of one message's content.
     pub message_bytes: usize,
+    /// Bytes of one agent state, as JSON.
+    pub state_bytes: usize,
+    /// Versions of a conversation's agent state kept (the latest ones).
+    pub state_versions: i32,
 }
 
 impl Default for Quotas {
@@ -54,6 +60,8 @@ impl Default for Quotas {
             tasks_per_user: 10_000,
             messages_per_conversation: 100_000,
             message_bytes: 256 * 1024,
+            state_bytes: 1024 * 1024,
+            state_versions: 20,
         }
     }
 }

@@ -276,4 +276,28 @@ impl TodoServer {
             Ok(ConversationResult { conversation })
         })
     }
+
+    #[tool(
+        description = "Make an archived conversation active again (archiving is a soft delete): listed again, and taking messages and agent state. Unarchiving an active conversation changes nothing.",
+        annotations(
+            title = "Unarchive conversation",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::ActivityLog)
+    )]
+    async fn unarchive_conversation(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<ConversationIdArgs>>,
+    ) -> Result<Json<ConversationResult>, ToolError> {
+        let args = args.get()?;
+        let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
+        tool_result!(self, call, |tx| {
+            let conversation = conversations::unarchive(tx, conversation_id).await?;
+            Ok(ConversationResult { conversation })
+        })
+    }
 }

@@ -10,6 +10,7 @@
 //! the audit record every call leaves.
 
 pub mod conversations;
+pub mod memory;
 pub mod tasks;
 
 use crate::db::{Database, DbError};
@@ -153,7 +154,7 @@ impl TodoServer {
 
     /// Every tool group's router: the one place a new group of tools is added.
     fn router() -> ToolRouter<Self> {
-        Self::task_tools() + Self::conversation_tools()
+        Self::task_tools() + Self::conversation_tools() + Self::memory_tools()
     }
 
     /// Every tool's definition (as tools/list gives them), sorted by name.

@@ -1,0 +1,2 @@
+DROP TABLE turns;
+DROP TABLE agent_states;
