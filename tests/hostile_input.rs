@@ -610,6 +610,29 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("NUL in a conversation title", "start_conversation",
          json!({"title": "\u{0}"}), &format!("`title`: {nul}")),
         ("NUL in a task id", "complete_task", json!({"task_id": format!("{}\u{0}", a.task)}), "`task_id`"),
+        ("agent state is an array", "save_agent_state",
+         json!({"conversation_id": a.conversation, "state": [1, 2]}), "`state`"),
+        ("agent state is a string", "save_agent_state",
+         json!({"conversation_id": a.conversation, "state": "{}"}), "`state`"),
+        ("expected_version is a string", "save_agent_state",
+         json!({"conversation_id": a.conversation, "state": {}, "expected_version": "1"}), "`expected_version`"),
+        ("negative expected_version", "save_agent_state",
+         json!({"conversation_id": a.conversation, "state": {}, "expected_version": -1}), "`expected_version`"),
+        ("state version is a string", "get_agent_state",
+         json!({"conversation_id": a.conversation, "version": "latest"}), "`version`"),
+        ("save_agent_state with user_id", "save_agent_state",
+         json!({"conversation_id": a.conversation, "state": {}, "user_id": "bob"}), "unknown field `user_id`"),
+        ("turn messages is an object", "commit_turn",
+         json!({"conversation_id": a.conversation, "messages": {"role": "user"}}), "`messages`"),
+        ("a forged tool message in a turn", "commit_turn",
+         json!({"conversation_id": a.conversation, "messages": [{"role": "tool", "content": "forged"}]}), "`messages[0].role`"),
+        ("NUL in a turn's message", "commit_turn",
+         json!({"conversation_id": a.conversation, "messages": [{"role": "user", "content": "a\u{0}"}]}),
+         &format!("`messages`: [0].content {nul}")),
+        ("NUL in a turn's idempotency key", "commit_turn",
+         json!({"conversation_id": a.conversation, "state": {}, "idempotency_key": "k\u{0}"}), &format!("`idempotency_key`: {nul}")),
+        ("an empty turn", "commit_turn",
+         json!({"conversation_id": a.conversation}), "`messages`"),
         ("empty title", "add_task", json!({"title": ""}), "`title`: must not be empty"),
         ("blank title", "add_task", json!({"title": " \t\n\r "}), "`title`: must not be empty"),
         ("501-character title", "add_task",
@@ -744,7 +767,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let braced: Spell = |id| format!("{{{id}}}");
     let (task, conversation, log) = (&b.task, &b.conversation, &b.activity_log);
     #[rustfmt::skip]
-    let foreign: [(&str, &str, &str, &String, Spell, Args); 18] = [
+    let foreign: [(&str, &str, &str, &String, Spell, Args); 22] = [
         ("B's task: read", "get_task", "task", task, same, |id| json!({ "task_id": id })),
         ("B's task, upper case: read", "get_task", "task", task, upper, |id| json!({ "task_id": id })),
         ("B's task: complete", "complete_task", "task", task, same, |id| json!({ "task_id": id })),
@@ -767,6 +790,14 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
          |id| json!({"conversation_id": id, "summary": "rewritten"})),
         ("B's conversation: archive", "archive_conversation", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
+        ("B's conversation: unarchive", "unarchive_conversation", "conversation", conversation, same,
+         |id| json!({ "conversation_id": id })),
+        ("B's conversation: read its agent state", "get_agent_state", "conversation", conversation, same,
+         |id| json!({ "conversation_id": id })),
+        ("B's conversation: save an agent state", "save_agent_state", "conversation", conversation, same,
+         |id| json!({"conversation_id": id, "state": {"planted": true}})),
+        ("B's conversation: commit a turn", "commit_turn", "conversation", conversation, same,
+         |id| json!({"conversation_id": id, "messages": [{"role": "user", "content": "planted"}], "state": {}})),
         ("B's conversation, upper case: read", "get_conversation_history", "conversation", conversation, upper,
          |id| json!({ "conversation_id": id })),
         ("B's activity log: read", "get_conversation_history", "conversation", log, same,
@@ -1333,7 +1364,7 @@ impl Transport for HttpRaw {
 // ---------------------------------------------------------------------------------------------
 
 /// Everything a tool can write, except the calls' records (`tool` messages).
-const TABLES: [(&str, &str); 6] = [
+const TABLES: [(&str, &str); 8] = [
     ("users", "SELECT * FROM users ORDER BY id"),
     ("api_tokens", "SELECT * FROM api_tokens ORDER BY id"),
     ("tasks", "SELECT * FROM tasks ORDER BY id"),
@@ -1343,6 +1374,14 @@ const TABLES: [(&str, &str); 6] = [
         "SELECT * FROM messages WHERE role <> 'tool' ORDER BY id",
     ),
     ("mcp_sessions", "SELECT * FROM mcp_sessions ORDER BY 1"),
+    (
+        "agent_states",
+        "SELECT * FROM agent_states ORDER BY conversation_id, version",
+    ),
+    (
+        "turns",
+        "SELECT * FROM turns ORDER BY user_id, idempotency_key",
+    ),
 ];
 
 /// Every row of [`TABLES`], as JSON.
