@@ -433,7 +433,209 @@ async fn a_retried_turn_is_written_once(db: TestDb) {
     b.close().await;
 }
 
+/// A turn with the model's tool calls and their results, as an OpenAI-style conversation:
+/// the history gives it back message for message, call records left out on request; the
+/// refusals name the field; pop and clear hide the agent's messages (not the records) and
+/// free the quota, and the rows stay.
+async fn the_agents_tool_calls_round_trip_and_pop_and_clear(db: TestDb) {
+    let client = connect_stdio(
+        db.url(),
+        None,
+        &[("TODO_MCP_MAX_MESSAGES_PER_CONVERSATION", "5")],
+    )
+    .await;
+    let id = conversation(&client).await;
+    let calls = json!([
+        { "id": "call_1", "name": "web_search", "arguments": { "q": "weather Paris" } },
+        { "id": "call_2", "name": "calculator", "arguments": "{\"expr\":\"2+2\"}" },
+    ]);
+    let turn = json!({ "conversation_id": id, "messages": [
+        { "role": "user", "content": "weather in Paris, and 2+2?" },
+        { "role": "assistant", "content": "", "tool_calls": calls },
+        { "role": "tool", "tool_call_id": "call_1", "content": "sunny, 21°C" },
+        { "role": "tool", "tool_call_id": "call_2", "content": "4" },
+        { "role": "assistant", "content": "Sunny and 21°C; 2+2 = 4." },
+    ]});
+    client.call_ok("commit_turn", turn).await;
+    // A task call recorded into this conversation: a call record among the messages.
+    client
+        .call_ok(
+            "add_task",
+            json!({ "title": "pack sunglasses", "conversation_id": id }),
+        )
+        .await;
+
+    let history = |include: bool| json!({ "conversation_id": id, "include_call_records": include });
+    let all = client
+        .call_ok("get_conversation_history", history(true))
+        .await;
+    let kinds: Vec<&str> = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message",
+            "message",
+            "message",
+            "message",
+            "message",
+            "call_record"
+        ]
+    );
+    let agent = client
+        .call_ok("get_conversation_history", history(false))
+        .await;
+    let messages = agent["messages"].as_array().unwrap();
+    // OpenAI chat messages, rebuilt one to one.
+    let openai: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut out = json!({ "role": m["role"], "content": m["content"] });
+            if !m["tool_calls"].is_null() {
+                out["tool_calls"] = m["tool_calls"].clone();
+            }
+            if !m["tool_call_id"].is_null() {
+                out["tool_call_id"] = m["tool_call_id"].clone();
+            }
+            out
+        })
+        .collect();
+    assert_eq!(
+        openai,
+        [
+            json!({ "role": "user", "content": "weather in Paris, and 2+2?" }),
+            json!({ "role": "assistant", "content": "", "tool_calls": calls }),
+            json!({ "role": "tool", "tool_call_id": "call_1", "content": "sunny, 21°C" }),
+            json!({ "role": "tool", "tool_call_id": "call_2", "content": "4" }),
+            json!({ "role": "assistant", "content": "Sunny and 21°C; 2+2 = 4." }),
+        ]
+    );
+
+    // Refusals name the field, and write nothing.
+    for (message, expected) in [
+        (
+            json!({ "role": "tool", "content": "orphan" }),
+            "`tool_call_id`",
+        ),
+        (
+            json!({ "role": "user", "content": "x", "tool_call_id": "call_1" }),
+            "`tool_call_id`",
+        ),
+        (
+            json!({ "role": "user", "content": "x", "tool_calls": [{ "id": "a", "name": "n" }] }),
+            "`tool_calls`",
+        ),
+        (
+            json!({ "role": "assistant", "content": "", "tool_calls": [{ "id": "a", "name": "n" }, { "id": "a", "name": "m" }] }),
+            "given twice",
+        ),
+        (
+            json!({ "role": "assistant", "content": "", "tool_calls": [{ "id": "", "name": "n" }] }),
+            "[0].id must not be empty",
+        ),
+        (
+            json!({ "role": "assistant", "content": "" }),
+            "`content`: must not be empty",
+        ),
+    ] {
+        let mut args = message.clone();
+        args["conversation_id"] = json!(id);
+        let error = client.call_err("append_message", args).await;
+        assert!(
+            error.starts_with("invalid_argument: ") && error.contains(expected),
+            "{message}: {error}"
+        );
+    }
+
+    // The quota (5) is full; pop frees a place and returns the message, twice over.
+    let full = client
+        .call_err(
+            "append_message",
+            json!({ "conversation_id": id, "role": "user", "content": "one more" }),
+        )
+        .await;
+    assert!(full.starts_with("quota_exceeded: "), "{full}");
+    let popped = client
+        .call_ok("pop_message", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(popped["message"]["content"], "Sunny and 21°C; 2+2 = 4.");
+    let popped = client
+        .call_ok("pop_message", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(popped["message"]["tool_call_id"], "call_2");
+    client
+        .call_ok(
+            "append_message",
+            json!({ "conversation_id": id, "role": "user", "content": "one more" }),
+        )
+        .await;
+    let after_pop = client
+        .call_ok("get_conversation_history", history(true))
+        .await;
+    let contents: Vec<&str> = after_pop["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "weather in Paris, and 2+2?",
+            "",
+            "sunny, 21°C",
+            "add_task succeeded",
+            "one more"
+        ],
+        "the 3 messages left, the call record, the new one"
+    );
+
+    // Clear: the agent's messages go, the call records stay; the rows are all kept.
+    let cleared = client
+        .call_ok("clear_conversation", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(cleared["cleared"], 4);
+    let after_clear = client
+        .call_ok("get_conversation_history", history(true))
+        .await;
+    let kinds: Vec<&str> = after_clear["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["call_record"]);
+    let nothing = client
+        .call_ok("pop_message", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(nothing["message"], Value::Null);
+    for i in 0..5 {
+        client
+            .call_ok(
+                "append_message",
+                json!({ "conversation_id": id, "role": "user", "content": format!("fresh {i}") }),
+            )
+            .await;
+    }
+    let hidden = support::sql::texts(
+        &db,
+        "SELECT CAST(COUNT(*) AS TEXT) AS j FROM messages WHERE hidden_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(
+        hidden,
+        ["6"],
+        "popped and cleared messages are kept, hidden"
+    );
+    client.close().await;
+}
+
 both_backends!(
+    the_agents_tool_calls_round_trip_and_pop_and_clear,
     a_turn_is_all_or_nothing,
     a_retried_turn_is_written_once,
     versions_compare_and_set_and_time_travel,

@@ -615,7 +615,7 @@ async fn undeserializable_arguments_fail_with_a_kind_and_are_recorded(db: TestDb
         ("list_tasks", json!({ "limit": "ten" }), "`limit`"),
         (
             "append_message",
-            json!({ "conversation_id": chat_id, "role": "tool", "content": "forged" }),
+            json!({ "conversation_id": chat_id, "role": "record", "content": "forged" }),
             "`role`",
         ),
         (

@@ -442,12 +442,17 @@ async fn wrong_types_and_unknown_fields_are_refused(db: TestDb) {
         (
             "append_message",
             json!({ "conversation_id": conversation, "role": "tool", "content": "fake record" }),
-            "invalid `role`: unknown variant `tool`",
+            "invalid `tool_call_id`: a tool message answers one of the agent's tool calls",
+        ),
+        (
+            "append_message",
+            json!({ "conversation_id": conversation, "role": "record", "content": "fake record" }),
+            "invalid `role`: unknown variant `record`",
         ),
         (
             "append_message",
             json!({ "conversation_id": conversation, "role": "user" }),
-            "missing field `content`",
+            "invalid `content`: must not be empty",
         ),
         (
             "get_conversation_history",

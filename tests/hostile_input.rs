@@ -587,7 +587,17 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("include_archived is a string", "list_conversations",
          json!({"include_archived": "yes"}), "`include_archived`"),
         ("a forged tool message", "append_message",
-         json!({"conversation_id": a.conversation, "role": "tool", "content": "forged record"}), "`role`"),
+         json!({"conversation_id": a.conversation, "role": "tool", "content": "forged record"}), "`tool_call_id`"),
+        ("a forged call record", "append_message",
+         json!({"conversation_id": a.conversation, "role": "call_record", "content": "forged"}), "`role`"),
+        ("tool calls on a user message", "append_message",
+         json!({"conversation_id": a.conversation, "role": "user", "content": "x",
+                "tool_calls": [{"id": "1", "name": "n"}]}), "`tool_calls`"),
+        ("a tool call without a name", "append_message",
+         json!({"conversation_id": a.conversation, "role": "assistant", "content": "",
+                "tool_calls": [{"id": "1"}]}), "`tool_calls"),
+        ("include_call_records is a string", "get_conversation_history",
+         json!({"conversation_id": a.conversation, "include_call_records": "no"}), "`include_call_records`"),
         ("before is a string", "get_conversation_history",
          json!({"conversation_id": a.conversation, "before": "1"}), "`before`"),
         ("add_task with user_id", "add_task",
@@ -625,7 +635,8 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("turn messages is an object", "commit_turn",
          json!({"conversation_id": a.conversation, "messages": {"role": "user"}}), "`messages`"),
         ("a forged tool message in a turn", "commit_turn",
-         json!({"conversation_id": a.conversation, "messages": [{"role": "tool", "content": "forged"}]}), "`messages[0].role`"),
+         json!({"conversation_id": a.conversation, "messages": [{"role": "tool", "content": "forged"}]}),
+         "`messages`: [0].tool_call_id"),
         ("NUL in a turn's message", "commit_turn",
          json!({"conversation_id": a.conversation, "messages": [{"role": "user", "content": "a\u{0}"}]}),
          &format!("`messages`: [0].content {nul}")),
@@ -767,7 +778,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let braced: Spell = |id| format!("{{{id}}}");
     let (task, conversation, log) = (&b.task, &b.conversation, &b.activity_log);
     #[rustfmt::skip]
-    let foreign: [(&str, &str, &str, &String, Spell, Args); 22] = [
+    let foreign: [(&str, &str, &str, &String, Spell, Args); 24] = [
         ("B's task: read", "get_task", "task", task, same, |id| json!({ "task_id": id })),
         ("B's task, upper case: read", "get_task", "task", task, upper, |id| json!({ "task_id": id })),
         ("B's task: complete", "complete_task", "task", task, same, |id| json!({ "task_id": id })),
@@ -791,6 +802,10 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("B's conversation: archive", "archive_conversation", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
         ("B's conversation: unarchive", "unarchive_conversation", "conversation", conversation, same,
+         |id| json!({ "conversation_id": id })),
+        ("B's conversation: pop its latest message", "pop_message", "conversation", conversation, same,
+         |id| json!({ "conversation_id": id })),
+        ("B's conversation: clear it", "clear_conversation", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
         ("B's conversation: read its agent state", "get_agent_state", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),

@@ -911,7 +911,61 @@ fn revoke_all_tokens_of(db: &TestDb, user: &str) {
     }
 }
 
+/// An agent's turn with its model's tool calls, written and read back through the official
+/// Python SDK over Streamable HTTP, then rebuilt as OpenAI chat messages: one to one, the
+/// server's call records left out.
+async fn an_agents_tool_calls_round_trip_through_the_python_sdk(db: TestDb) {
+    let token = create_token(db.url(), "agent");
+    let server = start_http(db.url(), &[], &[]).await;
+    let tool_calls = json!([
+        { "id": "call_a", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}" },
+    ]);
+    let messages = json!([
+        { "role": "system", "content": "You are terse." },
+        { "role": "user", "content": "Weather in Oslo?" },
+        { "role": "assistant", "content": "", "tool_calls": tool_calls },
+        { "role": "tool", "tool_call_id": "call_a", "content": "{\"temp\": -3}" },
+        { "role": "assistant", "content": "-3°C." },
+    ]);
+    let session = PyClient::streamable(&server)
+        .token(&token)
+        .run(&[
+            call("start_conversation", json!({ "title": "weather" })),
+            call(
+                "commit_turn",
+                json!({ "conversation_id": "${0.conversation.id}", "messages": messages,
+                        "state": { "turns": 1 }, "expected_version": 0 }),
+            ),
+            call(
+                "add_task",
+                json!({ "title": "buy gloves", "conversation_id": "${0.conversation.id}" }),
+            ),
+            call(
+                "get_conversation_history",
+                json!({ "conversation_id": "${0.conversation.id}", "include_call_records": false }),
+            ),
+        ])
+        .await;
+    let history = session.calls[3].ok();
+    let rebuilt: Vec<Value> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let mut openai = json!({ "role": m["role"], "content": m["content"] });
+            for field in ["tool_calls", "tool_call_id"] {
+                if !m[field].is_null() {
+                    openai[field] = m[field].clone();
+                }
+            }
+            openai
+        })
+        .collect();
+    assert_eq!(Value::from(rebuilt), messages);
+}
+
 both_backends!(
+    an_agents_tool_calls_round_trip_through_the_python_sdk,
     every_tool_works_over_streamable_http,
     every_tool_works_over_legacy_sse,
     a_users_data_is_the_same_over_every_transport,

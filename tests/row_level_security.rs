@@ -83,7 +83,8 @@ async fn serve_as_app(db: &PgTestDb, user: &str) -> StdioClient {
     .await
 }
 
-/// Gives `client`'s user a conversation with two messages and two tasks, one completed.
+/// Gives `client`'s user a conversation with two messages, an agent state and a turn kept
+/// for retries, and two tasks, one completed.
 async fn populate(client: &StdioClient, who: &str) -> String {
     let started = client
         .call_ok(
@@ -103,6 +104,13 @@ async fn populate(client: &StdioClient, who: &str) -> String {
             )
             .await;
     }
+    client
+        .call_ok(
+            "commit_turn",
+            json!({ "conversation_id": conversation, "state": { "who": who },
+                    "idempotency_key": format!("{who}-turn") }),
+        )
+        .await;
     let first = client
         .call_ok(
             "add_task",

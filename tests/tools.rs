@@ -18,12 +18,14 @@ const TASK_FIELDS: [&str; 7] = [
     "updated_at",
     "completed_at",
 ];
-const MESSAGE_FIELDS: [&str; 6] = [
+const MESSAGE_FIELDS: [&str; 8] = [
     "id",
     "conversation_id",
+    "kind",
     "role",
     "content",
     "tool_calls",
+    "tool_call_id",
     "created_at",
 ];
 const CALLS_LOG_TITLE: &str = "Tool activity";

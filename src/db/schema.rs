@@ -79,6 +79,10 @@ diesel::table! {
         content -> Text,
         tool_calls -> Nullable<JsonDoc>,
         created_at -> Instant,
+        kind -> Text,
+        agent_tool_calls -> Nullable<JsonDoc>,
+        tool_call_id -> Nullable<Text>,
+        hidden_at -> Nullable<Instant>,
     }
 }
 

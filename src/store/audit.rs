@@ -1,6 +1,6 @@
 //! The audit trail: every tool call, success or failure, becomes a `tool` message.
 
-use super::conversations::{Message, insert_message};
+use super::conversations::{Message, insert_record};
 use super::{ErrorKind, StoreError, UserTx};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -124,7 +124,7 @@ pub async fn record(
     let content = call.summary().replace('\0', NUL_STANDIN);
     let mut tool_calls = call.into_json();
     replace_nul(&mut tool_calls);
-    insert_message(tx, user, conversation, "tool", &content, Some(tool_calls)).await
+    insert_record(tx, user, conversation, &content, &tool_calls).await
 }
 
 /// Refused input may carry NUL bytes, which PostgreSQL's text and jsonb cannot store; the

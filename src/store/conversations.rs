@@ -78,6 +78,9 @@ struct MessageRow {
     content: String,
     tool_calls: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
+    kind: String,
+    agent_tool_calls: Option<serde_json::Value>,
+    tool_call_id: Option<String>,
 }
 
 /// A message as tools return it.
@@ -86,11 +89,17 @@ pub struct Message {
     /// Strictly increasing within the database: later messages have larger ids.
     pub id: i64,
     pub conversation_id: String,
-    /// `user`, `assistant`, `system`, or `tool` (the record of a tool call).
+    /// `message` (appended by the agent) or `call_record` (the server's record of a tool
+    /// call made to it).
+    pub kind: String,
+    /// `user`, `assistant`, `system`, or `tool` (an agent's tool result, or a call record).
     pub role: String,
     pub content: String,
-    /// On `tool` messages: the tool called, its arguments, its result or error, its duration.
+    /// On an assistant message: the tool calls its model made, `[{id, name, arguments}]`.
+    /// On a call record: the tool called, its arguments, its result or error, its duration.
     pub tool_calls: Option<serde_json::Value>,
+    /// On an agent's `tool` message: the id of the tool call it answers.
+    pub tool_call_id: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
@@ -100,21 +109,26 @@ impl From<MessageRow> for Message {
         Message {
             id: row.id,
             conversation_id: row.conversation_id.0.to_string(),
+            kind: row.kind,
             role: row.role,
             content: row.content,
-            tool_calls: row.tool_calls,
+            tool_calls: row.tool_calls.or(row.agent_tool_calls),
+            tool_call_id: row.tool_call_id,
             created_at: format_time(row.created_at),
         }
     }
 }
 
-/// The roles a caller may append; `tool` messages are written only by the audit trail.
+/// The roles a caller may append. A `tool` message is the result of one of the agent's
+/// tool calls (it names the call with `tool_call_id`); the server's own call records are
+/// written only by the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
     Assistant,
     System,
+    Tool,
 }
 
 impl Role {
@@ -123,8 +137,124 @@ impl Role {
             Role::User => "user",
             Role::Assistant => "assistant",
             Role::System => "system",
+            Role::Tool => "tool",
         }
     }
+}
+
+/// A tool call of the agent's model, on an assistant message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentToolCall {
+    /// The call's id as the model gave it; the `tool` message with the result names it.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model gave them (an object, or OpenAI's JSON-encoded string).
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+/// A message as an agent appends it (append_message, commit_turn).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// `user`, `assistant`, `system`, or `tool` (the result of one of the agent's tool
+    /// calls: give `tool_call_id`).
+    pub role: Role,
+    /// The text, up to 100,000 characters. May be empty only on an assistant message
+    /// with `tool_calls`.
+    #[serde(default)]
+    pub content: String,
+    /// Assistant messages only: the tool calls the model made, `[{id, name, arguments}]`
+    /// (at most 128).
+    #[serde(default)]
+    pub tool_calls: Option<Vec<AgentToolCall>>,
+    /// `tool` messages only (and required there): the id of the call this result answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// The most tool calls one assistant message carries.
+const MAX_TOOL_CALLS: usize = 128;
+/// The longest tool call id or tool name.
+const TOOL_FIELD_CHARS: usize = 200;
+
+/// Checks a message before anything is written: content as [`check_content`] says (empty
+/// only beside tool calls), tool calls only on assistant messages, a `tool_call_id` on
+/// exactly the `tool` messages, and the whole within the byte quota.
+pub(super) fn check_message(message: &NewMessage, quotas: &Quotas) -> Result<(), StoreError> {
+    let calls = message.tool_calls.as_deref().unwrap_or_default();
+    let bare_calls =
+        message.role == Role::Assistant && !calls.is_empty() && message.content.is_empty();
+    if !bare_calls {
+        check_content(&message.content, quotas)?;
+    }
+    if !calls.is_empty() && message.role != Role::Assistant {
+        return Err(StoreError::invalid(
+            "tool_calls",
+            "only assistant messages carry tool calls",
+        ));
+    }
+    if calls.len() > MAX_TOOL_CALLS {
+        return Err(StoreError::invalid(
+            "tool_calls",
+            format!(
+                "{} calls; a message carries at most {MAX_TOOL_CALLS}",
+                calls.len()
+            ),
+        ));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (index, call) in calls.iter().enumerate() {
+        for (what, value) in [("id", &call.id), ("name", &call.name)] {
+            let field_error = |reason: String| {
+                StoreError::invalid("tool_calls", format!("[{index}].{what} {reason}"))
+            };
+            check_text("tool_calls", value, TOOL_FIELD_CHARS, true).map_err(
+                |error| match error {
+                    StoreError::Invalid { reason, .. } => field_error(reason),
+                    other => other,
+                },
+            )?;
+        }
+        if !ids.insert(call.id.as_str()) {
+            return Err(StoreError::invalid(
+                "tool_calls",
+                format!("[{index}].id {} is given twice", super::quote(&call.id)),
+            ));
+        }
+    }
+    match (message.role, message.tool_call_id.as_deref()) {
+        (Role::Tool, None) => {
+            return Err(StoreError::invalid(
+                "tool_call_id",
+                "a tool message answers one of the agent's tool calls: name it",
+            ));
+        }
+        (Role::Tool, Some(id)) => {
+            check_text("tool_call_id", id, TOOL_FIELD_CHARS, true)?;
+        }
+        (_, Some(_)) => {
+            return Err(StoreError::invalid(
+                "tool_call_id",
+                "only tool messages answer a tool call",
+            ));
+        }
+        (_, None) => {}
+    }
+    let calls_bytes = message.tool_calls.as_ref().map_or(0, |calls| {
+        serde_json::to_vec(calls).map_or(0, |json| json.len())
+    });
+    let bytes = message.content.len() + calls_bytes;
+    if bytes > quotas.message_bytes {
+        return Err(StoreError::QuotaExceeded(format!(
+            "the message is {bytes} bytes with its tool calls; this server takes at most {} \
+             bytes per message",
+            quotas.message_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// The per-user conversations that hold tool-call records.
@@ -293,14 +423,13 @@ pub(super) async fn find(
 pub async fn append_message(
     tx: &mut UserTx,
     conversation: uuid::Uuid,
-    role: Role,
-    content: &str,
+    message: &NewMessage,
     quotas: &Quotas,
 ) -> Result<Message, StoreError> {
     let (tx, user) = tx.split();
-    check_content(content, quotas)?;
+    check_message(message, quotas)?;
     make_room(tx, user, conversation, 1, quotas).await?;
-    insert_message(tx, user, conversation, role.as_str(), content, None).await
+    insert_message(tx, user, conversation, message).await
 }
 
 /// Counts `added` messages about to be appended, locking the conversation: refused past
@@ -315,8 +444,9 @@ pub(super) async fn make_room(
     let (status, appended) = count_appends(tx, user, conversation, added).await?;
     if appended > quotas.messages_per_conversation {
         return Err(StoreError::QuotaExceeded(format!(
-            "conversation {conversation} would hold {appended} messages, over the {} this \
-             server keeps in one conversation: summarize it and start a new one",
+            "conversation {conversation} would then hold {appended} messages; this server \
+             keeps at most {} messages in one conversation: summarize it and start a new \
+             one, or clear_conversation",
             quotas.messages_per_conversation
         )));
     }
@@ -417,15 +547,71 @@ pub(super) async fn count_appends(
     counted.ok_or_else(|| StoreError::not_found("conversation", id))
 }
 
-/// Inserts a message row; callers have checked that the conversation is the user's
-/// (the composite foreign key enforces it regardless).
+/// Inserts an agent's message; callers have checked it ([`check_message`]) and that the
+/// conversation is the user's (the composite foreign key enforces it regardless).
 pub(super) async fn insert_message(
     tx: &mut Tx,
     user: &UserId,
     conversation: uuid::Uuid,
-    role: &str,
+    message: &NewMessage,
+) -> Result<Message, StoreError> {
+    let calls = message
+        .tool_calls
+        .as_ref()
+        .filter(|calls| !calls.is_empty())
+        .map(|calls| serde_json::to_value(calls).unwrap_or_default());
+    insert_row(
+        tx,
+        user,
+        conversation,
+        Row {
+            kind: KIND_MESSAGE,
+            role: message.role.as_str(),
+            content: &message.content,
+            record: None,
+            agent_tool_calls: calls.as_ref(),
+            tool_call_id: message.tool_call_id.as_deref(),
+        },
+    )
+    .await
+}
+
+/// Inserts the server's record of a tool call.
+pub(super) async fn insert_record(
+    tx: &mut Tx,
+    user: &UserId,
+    conversation: uuid::Uuid,
     content: &str,
-    tool_calls: Option<serde_json::Value>,
+    record: &serde_json::Value,
+) -> Result<Message, StoreError> {
+    let row = Row {
+        kind: KIND_CALL_RECORD,
+        role: "tool",
+        content,
+        record: Some(record),
+        agent_tool_calls: None,
+        tool_call_id: None,
+    };
+    insert_row(tx, user, conversation, row).await
+}
+
+const KIND_MESSAGE: &str = "message";
+const KIND_CALL_RECORD: &str = "call_record";
+
+struct Row<'a> {
+    kind: &'static str,
+    role: &'a str,
+    content: &'a str,
+    record: Option<&'a serde_json::Value>,
+    agent_tool_calls: Option<&'a serde_json::Value>,
+    tool_call_id: Option<&'a str>,
+}
+
+async fn insert_row(
+    tx: &mut Tx,
+    user: &UserId,
+    conversation: uuid::Uuid,
+    new: Row<'_>,
 ) -> Result<Message, StoreError> {
     let at = now();
     let row: MessageRow = on_backend!(tx, |conn| {
@@ -434,10 +620,13 @@ pub(super) async fn insert_message(
             .values((
                 m::conversation_id.eq(DbUuid(conversation)),
                 m::user_id.eq(user.as_str()),
-                m::role.eq(role),
-                m::content.eq(content),
-                m::tool_calls.eq(tool_calls.as_ref().map(DbJson)),
+                m::role.eq(new.role),
+                m::content.eq(new.content),
+                m::tool_calls.eq(new.record.map(DbJson)),
                 m::created_at.eq(DbTime(at)),
+                m::kind.eq(new.kind),
+                m::agent_tool_calls.eq(new.agent_tool_calls.map(DbJson)),
+                m::tool_call_id.eq(new.tool_call_id),
             ))
             .returning(MessageRow::as_returning())
             .get_result(conn)
@@ -459,6 +648,7 @@ pub async fn history(
     id: uuid::Uuid,
     limit: Option<i64>,
     before: Option<i64>,
+    include_call_records: bool,
 ) -> Result<History, StoreError> {
     let (tx, user) = tx.split();
     let limit = page_size("limit", limit)?;
@@ -474,9 +664,13 @@ pub async fn history(
         let mut select = m::messages
             .filter(m::conversation_id.eq(DbUuid(id)))
             .filter(m::user_id.eq(user.as_str()))
+            .filter(m::hidden_at.is_null())
             .into_boxed();
         if let Some(before) = before {
             select = select.filter(m::id.lt(before));
+        }
+        if !include_call_records {
+            select = select.filter(m::kind.eq(KIND_MESSAGE));
         }
         select
             .select(MessageRow::as_select())
@@ -605,4 +799,77 @@ pub async fn unarchive(tx: &mut UserTx, id: uuid::Uuid) -> Result<Conversation, 
         Some(row) => Ok(row.into()),
         None => find(tx, user, id).await,
     }
+}
+
+/// Hides the latest message the agent appended (not a call record) and returns it: gone
+/// from the history and the quota, still in the table (the audit trail). None when the
+/// conversation has no such message.
+pub async fn pop_message(tx: &mut UserTx, id: uuid::Uuid) -> Result<Option<Message>, StoreError> {
+    let (tx, user) = tx.split();
+    lock_for_write(tx, user, id).await?;
+    let latest: Option<MessageRow> = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        m::messages
+            .filter(m::conversation_id.eq(DbUuid(id)))
+            .filter(m::user_id.eq(user.as_str()))
+            .filter(m::kind.eq(KIND_MESSAGE))
+            .filter(m::hidden_at.is_null())
+            .order(m::id.desc())
+            .select(MessageRow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    });
+    let Some(latest) = latest else {
+        return Ok(None);
+    };
+    hide(tx, user, id, Some(latest.id)).await?;
+    Ok(Some(latest.into()))
+}
+
+/// Hides every message the agent appended (not the call records); returns how many.
+pub async fn clear(tx: &mut UserTx, id: uuid::Uuid) -> Result<usize, StoreError> {
+    let (tx, user) = tx.split();
+    lock_for_write(tx, user, id).await?;
+    hide(tx, user, id, None).await
+}
+
+/// Hides message `only`, or every visible message of the agent's, and takes them off the
+/// conversation's count.
+async fn hide(
+    tx: &mut Tx,
+    user: &UserId,
+    id: uuid::Uuid,
+    only: Option<i64>,
+) -> Result<usize, StoreError> {
+    let at = now();
+    let hidden = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        let mut target = diesel::update(m::messages)
+            .filter(m::conversation_id.eq(DbUuid(id)))
+            .filter(m::user_id.eq(user.as_str()))
+            .filter(m::kind.eq(KIND_MESSAGE))
+            .filter(m::hidden_at.is_null())
+            .into_boxed();
+        if let Some(only) = only {
+            target = target.filter(m::id.eq(only));
+        }
+        target
+            .set(m::hidden_at.eq(Some(DbTime(at))))
+            .execute(conn)
+            .await?
+    });
+    let removed = i32::try_from(hidden).unwrap_or(i32::MAX);
+    on_backend!(tx, |conn| {
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str())),
+        )
+        .set(c::message_count.eq(c::message_count - removed))
+        .execute(conn)
+        .await?
+    });
+    Ok(hidden)
 }

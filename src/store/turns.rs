@@ -4,7 +4,7 @@
 
 use super::agent_state::{SavedState, save_in};
 use super::conversations::{
-    Message, Role, check_content, insert_message, lock_for_write, make_room,
+    Message, NewMessage, check_message, insert_message, lock_for_write, make_room,
 };
 use super::{Quotas, StoreError, UserId, UserTx, check_text, limits, now};
 use crate::db::{DbJson, DbTime, DbUuid, Tx};
@@ -32,15 +32,9 @@ pub struct Turn {
     pub replayed: bool,
 }
 
-/// One message of a turn.
-pub struct TurnMessage<'a> {
-    pub role: Role,
-    pub content: &'a str,
-}
-
 pub struct TurnRequest<'a> {
     pub conversation: uuid::Uuid,
-    pub messages: &'a [TurnMessage<'a>],
+    pub messages: &'a [NewMessage],
     pub state: Option<&'a Map<String, Value>>,
     pub expected_version: Option<i32>,
     pub idempotency_key: Option<&'a str>,
@@ -72,9 +66,9 @@ pub async fn commit(
     }
     // Every message is checked before anything is written.
     for (index, message) in request.messages.iter().enumerate() {
-        check_content(message.content, quotas).map_err(|error| match error {
-            StoreError::Invalid { reason, .. } => {
-                StoreError::invalid("messages", format!("[{index}].content {reason}"))
+        check_message(message, quotas).map_err(|error| match error {
+            StoreError::Invalid { field, reason } => {
+                StoreError::invalid("messages", format!("[{index}].{field} {reason}"))
             }
             StoreError::QuotaExceeded(reason) => {
                 StoreError::QuotaExceeded(format!("messages[{index}]: {reason}"))
@@ -98,17 +92,7 @@ pub async fn commit(
     if added > 0 {
         make_room(tx, user, conversation, added, quotas).await?;
         for message in request.messages {
-            messages.push(
-                insert_message(
-                    tx,
-                    user,
-                    conversation,
-                    message.role.as_str(),
-                    message.content,
-                    None,
-                )
-                .await?,
-            );
+            messages.push(insert_message(tx, user, conversation, message).await?);
         }
     }
     let state = match request.state {
@@ -139,14 +123,9 @@ pub async fn commit(
 
 /// SHA-256 of the request as JSON (serde_json's maps are sorted, so it is canonical).
 fn request_hash(request: &TurnRequest<'_>) -> Vec<u8> {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
-        .collect();
     let canonical = json!({
         "conversation_id": request.conversation.to_string(),
-        "messages": messages,
+        "messages": request.messages,
         "state": request.state,
         "expected_version": request.expected_version,
     });

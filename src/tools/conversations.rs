@@ -1,7 +1,7 @@
 //! Conversation tools.
 
 use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
-use crate::store::conversations::{self, Conversation, Message, Role};
+use crate::store::conversations::{self, AgentToolCall, Conversation, Message, NewMessage, Role};
 use crate::store::parse_uuid;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
@@ -37,10 +37,19 @@ pub struct ListConversationsArgs {
 pub struct AppendMessageArgs {
     /// The conversation (UUID).
     pub conversation_id: String,
-    /// Who speaks: `user`, `assistant` or `system`.
+    /// Who speaks: `user`, `assistant`, `system`, or `tool` (the result of one of the
+    /// agent's tool calls: give `tool_call_id`).
     pub role: Role,
-    /// The message text, up to 100,000 characters.
+    /// The message text, up to 100,000 characters. May be empty only on an assistant
+    /// message with `tool_calls`.
+    #[serde(default)]
     pub content: String,
+    /// Assistant messages only: the tool calls the model made, `[{id, name, arguments}]`.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<AgentToolCall>>,
+    /// `tool` messages only (and required there): the id of the call this result answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -54,6 +63,10 @@ pub struct HistoryArgs {
     /// Only messages with ids below this: pass the previous page's `next_cursor`.
     #[serde(default)]
     pub before: Option<i64>,
+    /// Include the server's records of tool calls made to it (`kind: call_record`);
+    /// default true. An agent rebuilding its model's context passes false.
+    #[serde(default)]
+    pub include_call_records: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -180,15 +193,15 @@ impl TodoServer {
     ) -> Result<Json<MessageResult>, ToolError> {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
+        let message = NewMessage {
+            role: args.role,
+            content: args.content,
+            tool_calls: args.tool_calls,
+            tool_call_id: args.tool_call_id,
+        };
         tool_result!(self, call, |tx| {
-            let message = conversations::append_message(
-                tx,
-                conversation_id,
-                args.role,
-                &args.content,
-                &self.quotas,
-            )
-            .await?;
+            let message =
+                conversations::append_message(tx, conversation_id, &message, &self.quotas).await?;
             Ok(MessageResult { message })
         })
     }
@@ -212,8 +225,14 @@ impl TodoServer {
         let args = args.get()?;
         let conversation_id = parse_uuid("conversation_id", &args.conversation_id)?;
         tool_result!(self, call, |tx| {
-            let history =
-                conversations::history(tx, conversation_id, args.limit, args.before).await?;
+            let history = conversations::history(
+                tx,
+                conversation_id,
+                args.limit,
+                args.before,
+                args.include_call_records.unwrap_or(true),
+            )
+            .await?;
             Ok(HistoryResult {
                 summary: history.conversation.summary.clone(),
                 conversation: history.conversation,

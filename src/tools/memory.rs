@@ -2,9 +2,9 @@
 
 use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::agent_state::{self, AgentState, SavedState};
-use crate::store::conversations::Role;
+use crate::store::conversations::{self, Message, NewMessage};
 use crate::store::parse_uuid;
-use crate::store::turns::{self, Turn, TurnMessage, TurnRequest};
+use crate::store::turns::{self, Turn, TurnRequest};
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{Json, tool, tool_router};
@@ -40,21 +40,14 @@ pub struct GetAgentStateArgs {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TurnMessageArgs {
-    /// Who speaks: `user`, `assistant` or `system`.
-    pub role: Role,
-    /// The message text, up to 100,000 characters.
-    pub content: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CommitTurnArgs {
     /// The conversation (UUID).
     pub conversation_id: String,
-    /// The turn's messages, appended in this order (at most 100).
+    /// The turn's messages, appended in this order (at most 100): the user's, the
+    /// assistant's (with the tool calls its model made), and the results of those calls
+    /// (`role: tool` with `tool_call_id`).
     #[serde(default)]
-    pub messages: Vec<TurnMessageArgs>,
+    pub messages: Vec<NewMessage>,
     /// The agent's state after the turn, saved as the next version in the same
     /// transaction.
     #[serde(default)]
@@ -67,6 +60,26 @@ pub struct CommitTurnArgs {
     /// instead of being written twice. Up to 200 characters.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationArgs {
+    /// The conversation (UUID).
+    pub conversation_id: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoppedMessage {
+    /// The message taken back; null when the conversation had none to pop.
+    pub message: Option<Message>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ClearedConversation {
+    pub conversation_id: String,
+    /// How many messages were hidden.
+    pub cleared: usize,
 }
 
 #[tool_router(router = memory_tools, vis = "pub(super)")]
@@ -142,23 +155,66 @@ impl TodoServer {
     ) -> Result<Json<Turn>, ToolError> {
         let args = args.get()?;
         let conversation = parse_uuid("conversation_id", &args.conversation_id)?;
-        let messages: Vec<TurnMessage> = args
-            .messages
-            .iter()
-            .map(|m| TurnMessage {
-                role: m.role,
-                content: &m.content,
-            })
-            .collect();
         let request = TurnRequest {
             conversation,
-            messages: &messages,
+            messages: &args.messages,
             state: args.state.as_ref(),
             expected_version: args.expected_version,
             idempotency_key: args.idempotency_key.as_deref(),
         };
         tool_result!(self, call, |tx| {
             turns::commit(tx, &request, &self.quotas).await
+        })
+    }
+
+    #[tool(
+        description = "Take back the latest message the agent appended to a conversation (not a call record) and return it (null when there is none): hidden from get_conversation_history and not counted against the quota, still kept in the audit trail.",
+        annotations(
+            title = "Pop message",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::ActivityLog)
+    )]
+    async fn pop_message(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<ConversationArgs>>,
+    ) -> Result<Json<PoppedMessage>, ToolError> {
+        let args = args.get()?;
+        let conversation = parse_uuid("conversation_id", &args.conversation_id)?;
+        tool_result!(self, call, |tx| {
+            let message = conversations::pop_message(tx, conversation).await?;
+            Ok(PoppedMessage { message })
+        })
+    }
+
+    #[tool(
+        description = "Hide every message the agent appended to a conversation (the server's call records stay): the history starts empty, the quota is freed, the audit trail keeps them.",
+        annotations(
+            title = "Clear conversation",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::ActivityLog)
+    )]
+    async fn clear_conversation(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<ConversationArgs>>,
+    ) -> Result<Json<ClearedConversation>, ToolError> {
+        let args = args.get()?;
+        let conversation = parse_uuid("conversation_id", &args.conversation_id)?;
+        tool_result!(self, call, |tx| {
+            let cleared = conversations::clear(tx, conversation).await?;
+            Ok(ClearedConversation {
+                conversation_id: conversation.to_string(),
+                cleared,
+            })
         })
     }
 }
