@@ -644,6 +644,13 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
          json!({"conversation_id": a.conversation, "state": {}, "idempotency_key": "k\u{0}"}), &format!("`idempotency_key`: {nul}")),
         ("an empty turn", "commit_turn",
          json!({"conversation_id": a.conversation}), "`messages`"),
+        ("search query is a number", "search_messages", json!({"query": 5}), "`query`"),
+        ("search query is empty", "search_messages", json!({"query": "  "}), "`query`"),
+        ("search of exclusions alone", "search_messages", json!({"query": "-a -b"}), "`query`"),
+        ("NUL in a search", "search_messages",
+         json!({"query": "a\u{0}b"}), &format!("`query`: {nul}")),
+        ("search with user_id", "search_messages",
+         json!({"query": "x", "user_id": "bob"}), "unknown field `user_id`"),
         ("empty title", "add_task", json!({"title": ""}), "`title`: must not be empty"),
         ("blank title", "add_task", json!({"title": " \t\n\r "}), "`title`: must not be empty"),
         ("501-character title", "add_task",
@@ -778,7 +785,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let braced: Spell = |id| format!("{{{id}}}");
     let (task, conversation, log) = (&b.task, &b.conversation, &b.activity_log);
     #[rustfmt::skip]
-    let foreign: [(&str, &str, &str, &String, Spell, Args); 24] = [
+    let foreign: [(&str, &str, &str, &String, Spell, Args); 25] = [
         ("B's task: read", "get_task", "task", task, same, |id| json!({ "task_id": id })),
         ("B's task, upper case: read", "get_task", "task", task, upper, |id| json!({ "task_id": id })),
         ("B's task: complete", "complete_task", "task", task, same, |id| json!({ "task_id": id })),
@@ -807,6 +814,8 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
          |id| json!({ "conversation_id": id })),
         ("B's conversation: clear it", "clear_conversation", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
+        ("B's conversation: search it", "search_messages", "conversation", conversation, same,
+         |id| json!({"query": "secret", "conversation_id": id})),
         ("B's conversation: read its agent state", "get_agent_state", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
         ("B's conversation: save an agent state", "save_agent_state", "conversation", conversation, same,

@@ -873,3 +873,24 @@ async fn hide(
     });
     Ok(hidden)
 }
+
+/// The user's messages with these ids (in no particular order).
+pub(super) async fn messages_by_id(
+    tx: &mut Tx,
+    user: &UserId,
+    ids: &[i64],
+) -> Result<Vec<Message>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<MessageRow> = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        m::messages
+            .filter(m::id.eq_any(ids))
+            .filter(m::user_id.eq(user.as_str()))
+            .select(MessageRow::as_select())
+            .load(conn)
+            .await?
+    });
+    Ok(rows.into_iter().map(Message::from).collect())
+}

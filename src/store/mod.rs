@@ -13,6 +13,7 @@ pub mod audit;
 pub mod calls;
 pub mod conversations;
 pub mod scopes;
+pub mod search;
 pub mod secrets;
 pub mod sessions;
 pub mod tasks;

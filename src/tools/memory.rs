@@ -2,8 +2,9 @@
 
 use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::agent_state::{self, AgentState, SavedState};
-use crate::store::conversations::{self, Message, NewMessage};
+use crate::store::conversations::{self, Message, NewMessage, Role};
 use crate::store::parse_uuid;
+use crate::store::search::{self, Search, SearchHit};
 use crate::store::turns::{self, Turn, TurnRequest};
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
@@ -80,6 +81,37 @@ pub struct ClearedConversation {
     pub conversation_id: String,
     /// How many messages were hidden.
     pub cleared: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchMessagesArgs {
+    /// Words to find, web-search style: every word must occur; "a phrase" in order;
+    /// `or` between two terms for either; -word to exclude. Case-insensitive, whole words.
+    pub query: String,
+    /// Only this conversation (UUID).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Only messages of this role (`user`, `assistant`, `system` or `tool`).
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Also search the server's call records (default false).
+    #[serde(default)]
+    pub include_call_records: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page (same query and filters).
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SearchResult {
+    /// Best match first.
+    pub hits: Vec<SearchHit>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[tool_router(router = memory_tools, vis = "pub(super)")]
@@ -215,6 +247,42 @@ impl TodoServer {
                 conversation_id: conversation.to_string(),
                 cleared,
             })
+        })
+    }
+
+    #[tool(
+        description = "Search the user's messages across conversations, best match first: every word must occur; \"a phrase\" in order; `or` for either; -word to exclude. Each hit has the message, its conversation and a snippet with the words found [marked]. The server's call records only with include_call_records.",
+        annotations(
+            title = "Search messages",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::ActivityLog)
+    )]
+    async fn search_messages(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<SearchMessagesArgs>>,
+    ) -> Result<Json<SearchResult>, ToolError> {
+        let args = args.get()?;
+        let conversation = args
+            .conversation_id
+            .as_deref()
+            .map(|id| parse_uuid("conversation_id", id))
+            .transpose()?;
+        let request = Search {
+            query: &args.query,
+            conversation,
+            role: args.role.map(Role::as_str),
+            include_call_records: args.include_call_records.unwrap_or(false),
+            limit: args.limit,
+            cursor: args.cursor.as_deref(),
+        };
+        tool_result!(self, call, |tx| {
+            let (hits, next_cursor) = search::search(tx, &request, &self.cursors).await?;
+            Ok(SearchResult { hits, next_cursor })
         })
     }
 }
