@@ -220,17 +220,31 @@ async fn http_answers_403_outside_the_scope(db: TestDb) {
 async fn the_down_migration_revokes_narrowed_tokens(db: TestDb) {
     let read = create_token_with(db.url(), "alice", &["--scope", "read", "--name", "narrow"]);
     let full = create_token_with(db.url(), "alice", &["--name", "full"]);
-    let status = cli(&db, &["migrate", "status"]);
-    let last = String::from_utf8_lossy(&status.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    // Down to just before the scopes migration, one migration at a time.
+    let applied = |db: &TestDb| {
+        let status = cli(db, &["migrate", "status"]);
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .filter(|line| line.starts_with("applied"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let to_revert = applied(&db)
+        .iter()
+        .rev()
+        .position(|line| line.ends_with("_token_scopes"))
+        .expect("the scopes migration is applied")
+        + 1;
+    for _ in 0..to_revert {
+        assert_success(&cli(&db, &["migrate", "down"]), "todo-mcp migrate down");
+    }
     assert!(
-        last.ends_with("_token_scopes"),
-        "the latest migration: {last}"
+        applied(&db)
+            .iter()
+            .all(|line| !line.ends_with("_token_scopes")),
+        "{:?}",
+        applied(&db)
     );
-    assert_success(&cli(&db, &["migrate", "down"]), "todo-mcp migrate down");
     // The next start migrates up again: every token is back with NULL (full) scopes.
     let listed = token_list(&db, "alice");
     let revoked = |name: &str| {

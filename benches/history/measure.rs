@@ -27,14 +27,21 @@ pub enum Operation {
     ListFirst,
     /// `list_conversations` with the previous page's `next_cursor`: walking the whole list.
     ListNext,
+    /// `search_messages` for one turn of the long conversation (`"turn N"`): one hit.
+    SearchRare,
+    /// `search_messages` for words in every user message (`oat milk`): a first page of
+    /// 50 among tens of thousands of hits, ranked.
+    SearchCommon,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 6] = [
         Operation::HistoryLatest,
         Operation::HistoryBefore,
         Operation::ListFirst,
         Operation::ListNext,
+        Operation::SearchRare,
+        Operation::SearchCommon,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +50,8 @@ impl Operation {
             Operation::HistoryBefore => "get_conversation_history, before (paging back)",
             Operation::ListFirst => "list_conversations, first page",
             Operation::ListNext => "list_conversations, next pages",
+            Operation::SearchRare => "search_messages, one hit (\"turn N\")",
+            Operation::SearchCommon => "search_messages, first 50 of many (oat milk)",
         }
     }
 
@@ -53,6 +62,8 @@ impl Operation {
             Operation::HistoryBefore => "history_before",
             Operation::ListFirst => "list_first",
             Operation::ListNext => "list_next",
+            Operation::SearchRare => "search_rare",
+            Operation::SearchCommon => "search_common",
         }
     }
 }
@@ -220,6 +231,20 @@ fn plan(operation: Operation, seeded: &Seeded, walks: &mut Walks, rng: &mut StdR
             // No walk under way (the list fits on one page): read the first page.
             None => Request::tool("list_conversations", json!({ "limit": PAGE })),
         },
+        Operation::SearchRare => {
+            // Odd turns of the long conversation are the user's messages, "Turn N. …".
+            let first = seeded.first_message;
+            let turn = rng.random_range(0..(seeded.last_message - first) / 2) * 2 + 1;
+            Request::tool(
+                "search_messages",
+                json!({ "query": format!("\"turn {turn}\""), "conversation_id": conversation,
+                        "limit": PAGE }),
+            )
+        }
+        Operation::SearchCommon => Request::tool(
+            "search_messages",
+            json!({ "query": "oat milk", "limit": PAGE }),
+        ),
     }
 }
 
@@ -242,6 +267,41 @@ fn check(
             walks.history = next
                 .filter(|_| pages < settings.walk_pages)
                 .map(|before| HistoryWalk { before, pages });
+            Ok(())
+        }
+        Operation::SearchRare => {
+            let hits = answer["hits"].as_array().ok_or("no `hits` array")?;
+            let query = arguments["query"].as_str().unwrap_or_default();
+            let turn = query.trim_matches('"').trim_start_matches("turn ");
+            let expected = format!("Turn {turn}. ");
+            match hits.as_slice() {
+                [hit]
+                    if hit["message"]["content"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with(&expected)) =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "{query}: expected the one message \"{expected}…\", got {} hits",
+                    hits.len()
+                )),
+            }
+        }
+        Operation::SearchCommon => {
+            let hits = answer["hits"].as_array().ok_or("no `hits` array")?;
+            let all_match = hits.iter().all(|hit| {
+                hit["message"]["content"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("oat milk"))
+            });
+            if hits.len() != PAGE || !all_match || answer["next_cursor"].is_null() {
+                return Err(format!(
+                    "oat milk: {} hits (all matching: {all_match}), next_cursor {}",
+                    hits.len(),
+                    answer["next_cursor"]
+                ));
+            }
             Ok(())
         }
         Operation::ListFirst | Operation::ListNext => {

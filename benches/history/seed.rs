@@ -295,6 +295,8 @@ fn other_messages_sql(postgres: bool, newest: &str, per_conversation: u64) -> St
 /// Messages `from..=to` of the long conversation, one second apart.
 fn long_messages_sql(postgres: bool, long: &str, base_s: i64, from: u64, to: u64) -> String {
     let role = "CASE WHEN g % 5 = 0 THEN 'tool' WHEN g % 2 = 1 THEN 'user' ELSE 'assistant' END";
+    // Every fifth message is the server's record of a call.
+    let kind = "CASE WHEN g % 5 = 0 THEN 'call_record' ELSE 'message' END";
     let content = format!(
         "CASE WHEN g % 5 = 0 THEN 'add_task succeeded' \
          WHEN g % 2 = 1 THEN 'Turn ' || g || '. {USER_TEXT}' \
@@ -303,8 +305,8 @@ fn long_messages_sql(postgres: bool, long: &str, base_s: i64, from: u64, to: u64
     let title = "'Task ' || g || ': buy oat milk'";
     if postgres {
         format!(
-            "INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, created_at) \
-             SELECT '{long}'::uuid, '{USER}', {role}, {content}, \
+            "INSERT INTO messages (conversation_id, user_id, role, kind, content, tool_calls, created_at) \
+             SELECT '{long}'::uuid, '{USER}', {role}, {kind}, {content}, \
                 CASE WHEN g % 5 = 0 THEN jsonb_build_object( \
                     'tool', 'add_task', \
                     'arguments', jsonb_build_object('conversation_id', '{long}', 'title', {title}), \
@@ -318,8 +320,8 @@ fn long_messages_sql(postgres: bool, long: &str, base_s: i64, from: u64, to: u64
     } else {
         format!(
             "WITH RECURSIVE s(g) AS (SELECT {from} UNION ALL SELECT g + 1 FROM s WHERE g < {to}) \
-             INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, created_at) \
-             SELECT '{long}', '{USER}', {role}, {content}, \
+             INSERT INTO messages (conversation_id, user_id, role, kind, content, tool_calls, created_at) \
+             SELECT '{long}', '{USER}', {role}, {kind}, {content}, \
                 CASE WHEN g % 5 = 0 THEN json_object( \
                     'tool', 'add_task', \
                     'arguments', json_object('conversation_id', '{long}', 'title', {title}), \
