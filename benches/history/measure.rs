@@ -232,9 +232,13 @@ fn plan(operation: Operation, seeded: &Seeded, walks: &mut Walks, rng: &mut StdR
             None => Request::tool("list_conversations", json!({ "limit": PAGE })),
         },
         Operation::SearchRare => {
-            // Odd turns of the long conversation are the user's messages, "Turn N. …".
-            let first = seeded.first_message;
-            let turn = rng.random_range(0..(seeded.last_message - first) / 2) * 2 + 1;
+            // Turn N of the long conversation is "Turn N. …", except every fifth, the
+            // server's call records.
+            let turns = (seeded.last_message - seeded.first_message).max(5);
+            let mut turn = rng.random_range(1..=turns);
+            if turn % 5 == 0 {
+                turn -= 1;
+            }
             Request::tool(
                 "search_messages",
                 json!({ "query": format!("\"turn {turn}\""), "conversation_id": conversation,
