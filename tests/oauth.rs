@@ -86,6 +86,22 @@ async fn serve_for_session_jwts(db: &PgTestDb, auth: &BetterAuth, extra: &[&str]
     start_http(db.url(), extra, &env).await
 }
 
+/// todo-mcp on `port` as the OAuth resource `http://127.0.0.1:{port}/mcp` of `issuer`
+/// (its JWKS found from the issuer's metadata).
+async fn serve_as_resource(db: &PgTestDb, port: u16, issuer: &str) -> HttpServer {
+    let public_url = format!("http://127.0.0.1:{port}/mcp");
+    start_http_on(
+        &format!("127.0.0.1:{port}"),
+        db.url(),
+        &[],
+        &[
+            ("TODO_MCP_JWT_ISSUER", issuer),
+            ("TODO_MCP_PUBLIC_URL", &public_url),
+        ],
+    )
+    .await
+}
+
 /// The titles `list_tasks` shows `token`'s user.
 async fn titles(server: &HttpServer, token: &str) -> Vec<String> {
     let listed = call_ok(server, token, "list_tasks", json!({})).await;
@@ -425,16 +441,7 @@ async fn oauth_access_tokens_are_bound_to_this_server_and_scoped() {
     let auth = BetterAuth::start(&public_url, OTHER_RESOURCE).await;
     let db = PgTestDb::new().await;
     let issuer = auth.issuer();
-    let server = start_http_on(
-        &format!("127.0.0.1:{port}"),
-        db.url(),
-        &[],
-        &[
-            ("TODO_MCP_JWT_ISSUER", &issuer),
-            ("TODO_MCP_PUBLIC_URL", &public_url),
-        ],
-    )
-    .await;
+    let server = serve_as_resource(&db, port, &issuer).await;
     let alice = auth.sign_up("alice").await;
 
     let full = auth
@@ -517,16 +524,7 @@ async fn protected_resource_metadata_is_served_and_named_by_every_401() {
     let public_url = format!("http://127.0.0.1:{port}/mcp");
     let issuer = "https://auth.example.test/api/auth";
     let db = PgTestDb::new().await;
-    let server = start_http_on(
-        &format!("127.0.0.1:{port}"),
-        db.url(),
-        &[],
-        &[
-            ("TODO_MCP_JWT_ISSUER", issuer),
-            ("TODO_MCP_PUBLIC_URL", &public_url),
-        ],
-    )
-    .await;
+    let server = serve_as_resource(&db, port, issuer).await;
     let metadata_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
     for url in [
         metadata_url.clone(),
@@ -597,16 +595,7 @@ async fn the_python_sdks_oauth_client_discovers_signs_in_and_uses_every_tool() {
     let auth = BetterAuth::start(&public_url, OTHER_RESOURCE).await;
     let db = PgTestDb::new().await;
     let issuer = auth.issuer();
-    let server = start_http_on(
-        &format!("127.0.0.1:{port}"),
-        db.url(),
-        &[],
-        &[
-            ("TODO_MCP_JWT_ISSUER", &issuer),
-            ("TODO_MCP_PUBLIC_URL", &public_url),
-        ],
-    )
-    .await;
+    let server = serve_as_resource(&db, port, &issuer).await;
     let alice = auth.sign_up("alice").await;
     let calls = vec![
         script("add_task", json!({ "title": "signed in by OAuth" })),
