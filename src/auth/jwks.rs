@@ -18,11 +18,8 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
 
-/// The algorithms a token may be signed with, when a key allows them.
-pub const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::EdDSA,
-    Algorithm::ES256,
-    Algorithm::ES384,
+/// The algorithms an RSA key allows.
+const RSA: [Algorithm; 6] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -30,6 +27,11 @@ pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::PS384,
     Algorithm::PS512,
 ];
+
+/// Whether a token may be signed with `alg` by a published key (when the key allows it).
+pub fn is_asymmetric(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::EdDSA | Algorithm::ES256 | Algorithm::ES384) || RSA.contains(&alg)
+}
 
 /// How long one fetch (metadata or JWKS) may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -308,14 +310,7 @@ fn published_key(entry: Value) -> Option<PublishedKey> {
             EllipticCurve::P384 => vec![Algorithm::ES384],
             _ => vec![],
         },
-        AlgorithmParameters::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        AlgorithmParameters::RSA(_) => RSA.to_vec(),
         // Symmetric keys never come from a JWKS: that is the HS256-with-a-public-key attack.
         AlgorithmParameters::OctetKey(_) | AlgorithmParameters::OctetKeyPair(_) => vec![],
     };

@@ -283,7 +283,7 @@ impl Authenticator {
                 validation.set_required_spec_claims(&["exp", "sub"]);
                 (key, validation)
             }
-            alg if jwks::ASYMMETRIC.contains(&alg) => {
+            alg if jwks::is_asymmetric(alg) => {
                 let published = self
                     .published
                     .as_ref()
