@@ -247,7 +247,113 @@ async fn search_pages_with_cursors_bound_to_the_search(db: TestDb) {
     b.close().await;
 }
 
+/// Hits are ranked a window of the newest 1,000 matches at a time, every match is found
+/// once whatever the page size, and pages already started do not shift when new matches
+/// arrive.
+async fn search_ranks_the_newest_matches_a_window_at_a_time(db: TestDb) {
+    const MATCHES: usize = 2150;
+    const WINDOW: usize = 1000;
+    let client = connect_stdio(db.url(), None, &[]).await;
+    let chat = start(&client, "long chat").await;
+    // The strongest hits: one in the newest window, one in the oldest.
+    let strong = |i: usize| i == 5 || i == MATCHES - 50;
+    let contents: Vec<String> = (0..MATCHES)
+        .map(|i| {
+            if strong(i) {
+                format!("lunch lunch lunch, lunch {i}")
+            } else {
+                format!("note {i}: a long note about what to do, then lunch")
+            }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for batch in contents.chunks(100) {
+        let messages: Vec<Value> = batch
+            .iter()
+            .map(|content| json!({ "role": "user", "content": content }))
+            .collect();
+        let turn = client
+            .call_ok(
+                "commit_turn",
+                json!({ "conversation_id": chat, "messages": messages }),
+            )
+            .await;
+        for message in turn["messages"].as_array().unwrap() {
+            ids.push(message["id"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(ids.len(), MATCHES);
+
+    let walk = |limit: usize, interrupt: bool| {
+        let client = &client;
+        let chat = &chat;
+        async move {
+            let mut seen: Vec<i64> = Vec::new();
+            let mut cursor = Value::Null;
+            loop {
+                let mut args = json!({ "query": "lunch", "limit": limit });
+                if !cursor.is_null() {
+                    args["cursor"] = cursor.clone();
+                }
+                let page = client.call_ok("search_messages", args).await;
+                let hits = page["hits"].as_array().unwrap();
+                assert!(hits.len() <= limit);
+                seen.extend(
+                    hits.iter()
+                        .map(|hit| hit["message"]["id"].as_i64().unwrap()),
+                );
+                if interrupt && seen.len() == limit {
+                    // A new match after the first page: not in this walk.
+                    say(client, chat, "user", "lunch lunch lunch lunch lunch lunch").await;
+                }
+                cursor = page["next_cursor"].clone();
+                if cursor.is_null() {
+                    break;
+                }
+                assert!(seen.len() <= MATCHES, "paging does not end");
+            }
+            seen
+        }
+    };
+    // 150 a page: pages straddle the windows; 200: they end on them.
+    let straddling = walk(150, true).await;
+    let aligned = walk(200, false).await;
+    let seen = &straddling;
+    assert_eq!(seen.len(), MATCHES, "every match once");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique, ids, "exactly the matches, each once");
+    // The newest window first, its best hit first; then the older windows, each from
+    // its best.
+    let newest: Vec<i64> = ids[MATCHES - WINDOW..].to_vec();
+    let mut first_window = seen[..WINDOW].to_vec();
+    first_window.sort();
+    assert_eq!(
+        first_window, newest,
+        "the first window is the newest matches"
+    );
+    assert_eq!(seen[0], ids[MATCHES - 50], "the newest window's best first");
+    assert_eq!(
+        seen[2 * WINDOW],
+        ids[5],
+        "the oldest window's best opens it"
+    );
+    // Equal ranks go newest first within a window.
+    assert!(seen[1] > seen[2] && seen[2] > seen[3], "{:?}", &seen[..4]);
+    // The new match, appended while the first walk paged, is found by a fresh search,
+    // first: it has the word most often.
+    let mut expected = ids.clone();
+    expected.push(aligned[0]);
+    let mut found_again = aligned.clone();
+    found_again.sort();
+    assert_eq!(found_again, expected);
+    assert!(!ids.contains(&aligned[0]), "the new match ranks first");
+    client.close().await;
+}
+
 both_backends!(
     search_finds_what_web_searches_would,
     search_pages_with_cursors_bound_to_the_search,
+    search_ranks_the_newest_matches_a_window_at_a_time,
 );

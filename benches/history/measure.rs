@@ -1,5 +1,5 @@
 //! One stage's measurement: one sequential MCP client over stdio (its own `todo-mcp
-//! stdio` process) calling the four read operations in turn, checking every answer.
+//! stdio` process) calling the read operations in turn, checking every answer.
 
 use crate::client::{CallError, Client, Request, StdioClient};
 use crate::seed::Seeded;
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const PAGE: usize = 50;
 
 /// The operations, in the order each round calls them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Operation {
     /// `get_conversation_history` of the long conversation, limit 50: its latest page.
     HistoryLatest,
@@ -80,6 +81,8 @@ pub struct StageSettings<'a> {
     /// Pages each walk back with `before` reads before starting again elsewhere.
     pub walk_pages: u32,
     pub call_timeout: Duration,
+    /// The operations each round calls, in order.
+    pub operations: &'a [Operation],
 }
 
 pub struct StageOutcome {
@@ -144,7 +147,7 @@ pub async fn run_stage(
     let mut walks = Walks::default();
     for round in 0..settings.warmup + settings.calls {
         let measured = round >= settings.warmup;
-        for operation in Operation::ALL {
+        for &operation in settings.operations {
             let request = plan(operation, settings.seeded, &mut walks, rng);
             let from = SystemTime::now();
             let started = Instant::now();

@@ -8,7 +8,8 @@
 //!
 //! Words are compared lower-cased, without stemming (PostgreSQL's `simple` configuration,
 //! SQLite FTS5's `unicode61` tokenizer). PostgreSQL ranks by `ts_rank_cd`, SQLite by
-//! `bm25`; ties and equal ranks go newest first.
+//! `bm25`; equal ranks go newest first. Ranking is by windows of the newest matches
+//! ([`RANK_WINDOW`]), so a common word costs what a rare one does.
 
 use super::conversations::Message;
 use super::cursor::CursorKey;
@@ -134,8 +135,36 @@ fn fts5_query(parsed: &Parsed) -> String {
     query
 }
 
+/// Hits are ranked a window at a time: the newest `RANK_WINDOW` matches, best first, then
+/// the next `RANK_WINDOW` older ones, and so on. A search thus costs the same whether a
+/// word is in ten messages or in a hundred thousand (ranking every match of a common word
+/// took hundreds of milliseconds at 100,000 messages), and recent messages come first.
+const RANK_WINDOW: usize = 1000;
+
+/// Where a page starts: in the window of matches older than `below` (an id), after the
+/// `skip` best of it. The first page's window is then pinned, so messages appended while
+/// a client pages do not shift the pages it has yet to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    below: i64,
+    skip: usize,
+}
+
+impl Position {
+    const START: Position = Position {
+        below: i64::MAX,
+        skip: 0,
+    };
+}
+
 #[derive(QueryableByName)]
-struct Hit {
+struct Ranked {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+#[derive(QueryableByName)]
+struct Snippet {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
@@ -156,118 +185,204 @@ pub async fn search(
             "needs at least one word to find (a query of exclusions alone finds nothing)",
         ));
     }
-    let limit = page_size("limit", search.limit)?;
+    let limit = page_size("limit", search.limit)? as usize;
     let (tx, user) = tx.split();
     let fingerprint = fingerprint(&query, search);
-    let offset = match search.cursor {
-        Some(raw) => decode_offset(cursors, user, raw, fingerprint)?,
-        None => 0,
+    let mut at = match search.cursor {
+        Some(raw) => decode_position(cursors, user, raw, fingerprint)?,
+        None => Position::START,
     };
     if let Some(conversation) = search.conversation {
         super::conversations::find(tx, user, conversation).await?;
     }
-    let hits = matching(tx, user, &query, &parsed, search, limit + 1, offset).await?;
-    let more = hits.len() as i64 > limit;
-    let hits = &hits[..hits.len().min(limit as usize)];
-    let messages = super::conversations::messages_by_id(
-        tx,
-        user,
-        &hits.iter().map(|hit| hit.id).collect::<Vec<_>>(),
-    )
-    .await?;
-    let found = hits
+    let finder = Finder::new(tx, &query, &parsed, search);
+    // One more hit than the page, to know whether there is a next one; each hit with the
+    // position after it, which the next page starts from.
+    let mut hits: Vec<(i64, Position)> = Vec::with_capacity(limit + 1);
+    while hits.len() <= limit {
+        let window = finder.ranked_window(tx, user, at.below).await?;
+        if at == Position::START
+            && let Some(newest) = window.iter().max()
+        {
+            at.below = newest + 1;
+        }
+        for (index, id) in window.iter().enumerate().skip(at.skip) {
+            let after = Position {
+                below: at.below,
+                skip: index + 1,
+            };
+            hits.push((*id, after));
+            if hits.len() > limit {
+                break;
+            }
+        }
+        match window.iter().min() {
+            Some(oldest) if window.len() == RANK_WINDOW => {
+                at = Position {
+                    below: *oldest,
+                    skip: 0,
+                }
+            }
+            _ => break,
+        }
+    }
+    let next = (hits.len() > limit)
+        .then(|| encode_position(cursors, user, hits[limit - 1].1, fingerprint));
+    hits.truncate(limit);
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
+    let snippets = finder.snippets(tx, &ids).await?;
+    let messages = super::conversations::messages_by_id(tx, user, &ids).await?;
+    let found = ids
         .iter()
-        .filter_map(|hit| {
-            let message = messages.iter().find(|m| m.id == hit.id)?.clone();
+        .filter_map(|id| {
+            let message = messages.iter().find(|m| m.id == *id)?.clone();
+            let snippet = snippets.iter().find(|s| s.id == *id)?.snippet.clone();
             Some(SearchHit {
                 conversation_id: message.conversation_id.clone(),
-                snippet: hit.snippet.clone(),
+                snippet,
                 message,
             })
         })
         .collect();
-    let next = more.then(|| encode_offset(cursors, user, offset + limit, fingerprint));
     Ok((found, next))
 }
 
-async fn matching(
-    tx: &mut Tx,
-    user: &UserId,
-    query: &str,
-    parsed: &Parsed,
-    search: &Search<'_>,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Hit>, StoreError> {
-    // Full-text search has no diesel DSL: each backend's SQL, every value bound.
-    let postgres = matches!(tx.conn, Conn::Postgres(_));
-    let mut binds: Vec<String> = vec![user.as_str().to_owned()];
-    let mut sql = if postgres {
-        binds.insert(0, query.to_owned());
-        String::from(
-            "SELECT m.id AS id, ts_headline('simple', m.content, q, \
-             'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=1') AS snippet \
-             FROM messages m, websearch_to_tsquery('simple', $1) AS q \
-             WHERE to_tsvector('simple', m.content) @@ q AND m.user_id = $2 \
-             AND m.hidden_at IS NULL",
-        )
-    } else {
-        binds.insert(0, fts5_query(parsed));
-        String::from(
-            "SELECT m.id AS id, snippet(messages_fts, 0, '[', ']', '…', 16) AS snippet \
-             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
-             WHERE messages_fts MATCH ? AND m.user_id = ? AND m.hidden_at IS NULL",
-        )
-    };
-    let placeholder = |n: usize| {
-        if postgres {
+/// A search's SQL on the connection's backend. Full-text search has no diesel DSL: each
+/// backend's SQL, every value bound.
+struct Finder<'q> {
+    postgres: bool,
+    /// The query as the backend reads it: web-search text for `websearch_to_tsquery`,
+    /// FTS5's syntax for SQLite.
+    query: String,
+    search: &'q Search<'q>,
+}
+
+impl<'q> Finder<'q> {
+    fn new(tx: &Tx, query: &str, parsed: &Parsed, search: &'q Search<'q>) -> Self {
+        let postgres = matches!(tx.conn, Conn::Postgres(_));
+        let query = if postgres {
+            query.to_owned()
+        } else {
+            fts5_query(parsed)
+        };
+        Finder {
+            postgres,
+            query,
+            search,
+        }
+    }
+
+    fn placeholder(&self, n: usize) -> String {
+        if self.postgres {
             format!("${n}")
         } else {
             "?".to_owned()
         }
-    };
-    if !search.include_call_records {
-        sql.push_str(" AND m.kind = 'message'");
     }
-    if let Some(conversation) = search.conversation {
-        binds.push(conversation.to_string());
-        let column = if postgres {
-            "m.conversation_id::text"
+
+    /// The ids of the newest `RANK_WINDOW` matches older than `below`, best first.
+    async fn ranked_window(
+        &self,
+        tx: &mut Tx,
+        user: &UserId,
+        below: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut binds: Vec<String> = vec![self.query.clone(), user.as_str().to_owned()];
+        let mut sql = if self.postgres {
+            String::from(
+                "SELECT id FROM (SELECT m.id AS id, ts_rank_cd(m.search_vector, q) AS rank \
+                 FROM messages m, websearch_to_tsquery('simple', $1) AS q \
+                 WHERE m.search_vector @@ q AND m.user_id = $2 AND m.hidden_at IS NULL",
+            )
         } else {
-            "m.conversation_id"
+            String::from(
+                "SELECT id FROM (SELECT m.id AS id, bm25(messages_fts) AS rank \
+                 FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+                 WHERE messages_fts MATCH ? AND m.user_id = ? AND m.hidden_at IS NULL",
+            )
         };
-        sql.push_str(&format!(" AND {column} = {}", placeholder(binds.len())));
-    }
-    if let Some(role) = search.role {
-        binds.push(role.to_owned());
-        sql.push_str(&format!(" AND m.role = {}", placeholder(binds.len())));
-    }
-    sql.push_str(if postgres {
-        " ORDER BY ts_rank_cd(to_tsvector('simple', m.content), q) DESC, m.id DESC"
-    } else {
-        " ORDER BY bm25(messages_fts), m.id DESC"
-    });
-    sql.push_str(&format!(
-        " LIMIT {} OFFSET {}",
-        placeholder(binds.len() + 1),
-        placeholder(binds.len() + 2)
-    ));
-    let hits = on_backend!(tx, |conn| {
-        let mut statement = diesel::sql_query(sql.as_str()).into_boxed();
-        for value in &binds {
-            statement = statement.bind::<Text, _>(value.clone());
+        if !self.search.include_call_records {
+            sql.push_str(" AND m.kind = 'message'");
         }
-        statement
-            .bind::<BigInt, _>(limit)
-            .bind::<BigInt, _>(offset)
-            .load::<Hit>(conn)
-            .await?
-    });
-    Ok(hits)
+        if let Some(conversation) = self.search.conversation {
+            binds.push(conversation.to_string());
+            let column = if self.postgres {
+                "m.conversation_id::text"
+            } else {
+                "m.conversation_id"
+            };
+            sql.push_str(&format!(
+                " AND {column} = {}",
+                self.placeholder(binds.len())
+            ));
+        }
+        if let Some(role) = self.search.role {
+            binds.push(role.to_owned());
+            sql.push_str(&format!(" AND m.role = {}", self.placeholder(binds.len())));
+        }
+        // The window, newest first: on SQLite in the FTS5 index's own rowid order, which
+        // it reads backwards and stops at the limit.
+        let id = if self.postgres {
+            "m.id"
+        } else {
+            "messages_fts.rowid"
+        };
+        sql.push_str(&format!(
+            " AND {id} < {below} ORDER BY {id} DESC LIMIT {window}) AS w",
+            below = self.placeholder(binds.len() + 1),
+            window = self.placeholder(binds.len() + 2),
+        ));
+        // ts_rank_cd is higher for better hits, bm25 lower; equal ranks go newest first.
+        sql.push_str(if self.postgres {
+            " ORDER BY rank DESC, id DESC"
+        } else {
+            " ORDER BY rank, id DESC"
+        });
+        let rows = on_backend!(tx, |conn| {
+            let mut statement = diesel::sql_query(sql.as_str()).into_boxed();
+            for value in &binds {
+                statement = statement.bind::<Text, _>(value.clone());
+            }
+            statement
+                .bind::<BigInt, _>(below)
+                .bind::<BigInt, _>(RANK_WINDOW as i64)
+                .load::<Ranked>(conn)
+                .await?
+        });
+        Ok(rows.into_iter().map(|row| row.id).collect())
+    }
+
+    /// The words found in each of these messages, in context, marked `[like this]`.
+    async fn snippets(&self, tx: &mut Tx, ids: &[i64]) -> Result<Vec<Snippet>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ids came from the database as integers: written into the SQL, not bound.
+        let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let sql = if self.postgres {
+            format!(
+                "SELECT id, ts_headline('simple', content, websearch_to_tsquery('simple', $1), \
+                 'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=1') AS snippet \
+                 FROM messages WHERE id IN ({ids})"
+            )
+        } else {
+            format!(
+                "SELECT rowid AS id, snippet(messages_fts, 0, '[', ']', '…', 16) AS snippet \
+                 FROM messages_fts WHERE messages_fts MATCH ? AND rowid IN ({ids})"
+            )
+        };
+        let query = self.query.clone();
+        Ok(on_backend!(tx, |conn| {
+            diesel::sql_query(sql.as_str())
+                .bind::<Text, _>(query)
+                .load::<Snippet>(conn)
+                .await?
+        }))
+    }
 }
 
 /// Binds a cursor to its search: the query and the filters.
-fn fingerprint(query: &str, search: &Search<'_>) -> [u8; 8] {
+fn fingerprint(query: &str, search: &Search<'_>) -> [u8; 6] {
     let digest = Sha256::digest(
         format!(
             "{query}\0{:?}\0{:?}\0{}",
@@ -275,36 +390,47 @@ fn fingerprint(query: &str, search: &Search<'_>) -> [u8; 8] {
         )
         .as_bytes(),
     );
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
+    let mut out = [0u8; 6];
+    out.copy_from_slice(&digest[..6]);
     out
 }
 
-fn encode_offset(cursors: &CursorKey, user: &UserId, offset: i64, fingerprint: [u8; 8]) -> String {
+/// A position in 16 bytes: `below` (8), `skip` (2, under `RANK_WINDOW`), the search's
+/// fingerprint (6); the cursor's MAC covers them all.
+fn encode_position(
+    cursors: &CursorKey,
+    user: &UserId,
+    at: Position,
+    fingerprint: [u8; 6],
+) -> String {
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&offset.to_be_bytes());
-    bytes[8..].copy_from_slice(&fingerprint);
+    bytes[..8].copy_from_slice(&at.below.to_be_bytes());
+    bytes[8..10].copy_from_slice(&(at.skip as u16).to_be_bytes());
+    bytes[10..].copy_from_slice(&fingerprint);
     cursors.encode(CURSOR_KIND, user, uuid::Uuid::from_bytes(bytes))
 }
 
-fn decode_offset(
+fn decode_position(
     cursors: &CursorKey,
     user: &UserId,
     raw: &str,
-    fingerprint: [u8; 8],
-) -> Result<i64, StoreError> {
+    fingerprint: [u8; 6],
+) -> Result<Position, StoreError> {
     let bytes = cursors
         .decode(CURSOR_KIND, user, "cursor", raw)?
         .into_bytes();
-    if bytes[8..] != fingerprint {
+    if bytes[10..] != fingerprint {
         return Err(StoreError::invalid(
             "cursor",
             "belongs to another search: pass the same query and filters",
         ));
     }
-    let mut offset = [0u8; 8];
-    offset.copy_from_slice(&bytes[..8]);
-    Ok(i64::from_be_bytes(offset))
+    let mut below = [0u8; 8];
+    below.copy_from_slice(&bytes[..8]);
+    Ok(Position {
+        below: i64::from_be_bytes(below),
+        skip: u16::from_be_bytes([bytes[8], bytes[9]]) as usize,
+    })
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Search the user's messages across conversations, best match first: every word must occur; \"a phrase\" in order; `or` for either; -word to exclude. Each hit has the message, its conversation and a snippet with the words found [marked]. The server's call records only with include_call_records.",
+        description = "Search the user's messages across conversations, best match first among the newest 1,000 matches, then the next 1,000: every word must occur; \"a phrase\" in order; `or` for either; -word to exclude. Each hit has the message, its conversation and a snippet with the words found [marked]. The server's call records only with include_call_records.",
         annotations(
             title = "Search messages",
             read_only_hint = true,
