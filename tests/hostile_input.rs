@@ -584,6 +584,29 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
          json!({"task_id": a.task, "completed": "yes"}), "`completed`"),
         ("expected_updated_at is not a time", "update_task",
          json!({"task_id": a.task, "title": "x", "expected_updated_at": "'; --"}), "`expected_updated_at`"),
+        ("an impossible due date", "add_task",
+         json!({"title": "x", "due": "2026-02-30"}), "`due`: `2026-02-30` is not a date"),
+        ("a due date-time without an offset", "update_task",
+         json!({"task_id": a.task, "due": "2026-12-01T09:00:00"}), "`due`"),
+        ("an unknown priority", "add_task", json!({"title": "x", "priority": "critical"}), "`priority`"),
+        ("a priority that is a number", "update_task", json!({"task_id": a.task, "priority": 3}), "`priority`"),
+        ("a label over 60 characters", "add_task",
+         json!({"title": "x", "labels": ["l".repeat(61)]}), "`labels`: is 61 characters; the limit is 60"),
+        ("21 labels", "add_task",
+         json!({"title": "x", "labels": (0..21).map(|i| format!("l{i}")).collect::<Vec<_>>()}),
+         "`labels`: 21 labels; a task takes at most 20"),
+        ("the same label twice but for case", "update_task",
+         json!({"task_id": a.task, "labels": ["Work", "WORK"]}), "`labels`: `WORK` is given twice"),
+        ("a label that is an object", "add_task", json!({"title": "x", "labels": [{"$ne": ""}]}), "`labels[0]`: invalid type: map"),
+        ("a task as its own parent", "update_task",
+         json!({"task_id": a.task, "parent_task_id": a.task}), "`parent_task_id`: is the task itself"),
+        ("B's task as a parent", "add_task",
+         json!({"title": "x", "parent_task_id": b.task}), "`parent_task_id`"),
+        ("a parent that is not a uuid", "add_task",
+         json!({"title": "x", "parent_task_id": "'; DROP TABLE tasks; --"}), "`parent_task_id`"),
+        ("an unknown sort", "list_tasks", json!({"sort": "title; --"}), "`sort`"),
+        ("an impossible due_before", "list_tasks", json!({"due_before": "2026-13-01"}), "`due_before`"),
+        ("overdue is a string", "list_tasks", json!({"overdue": "yes"}), "`overdue`"),
         ("include_archived is a string", "list_conversations",
          json!({"include_archived": "yes"}), "`include_archived`"),
         ("a forged tool message", "append_message",
@@ -1388,7 +1411,7 @@ impl Transport for HttpRaw {
 // ---------------------------------------------------------------------------------------------
 
 /// Everything a tool can write, except the calls' records (`tool` messages).
-const TABLES: [(&str, &str); 8] = [
+const TABLES: [(&str, &str); 9] = [
     ("users", "SELECT * FROM users ORDER BY id"),
     ("api_tokens", "SELECT * FROM api_tokens ORDER BY id"),
     ("tasks", "SELECT * FROM tasks ORDER BY id"),
@@ -1405,6 +1428,10 @@ const TABLES: [(&str, &str); 8] = [
     (
         "turns",
         "SELECT * FROM turns ORDER BY user_id, idempotency_key",
+    ),
+    (
+        "task_labels",
+        "SELECT * FROM task_labels ORDER BY task_id, label_key",
     ),
 ];
 

@@ -99,6 +99,7 @@ async fn up_down_up(backend: Backend) {
                 "mcp_sessions",
                 "messages",
                 "server_secrets",
+                "task_labels",
                 "tasks",
                 "turns",
                 "users"

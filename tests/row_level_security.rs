@@ -17,10 +17,11 @@ use tokio_postgres::Client;
 const APP_ROLE: &str = "todo_mcp_rls_app";
 
 /// Tables holding user rows, which must all be policed (`user_id` column, RLS forced).
-const USER_TABLES: [&str; 5] = [
+const USER_TABLES: [&str; 6] = [
     "agent_states",
     "conversations",
     "messages",
+    "task_labels",
     "tasks",
     "turns",
 ];
@@ -114,7 +115,8 @@ async fn populate(client: &StdioClient, who: &str) -> String {
     let first = client
         .call_ok(
             "add_task",
-            json!({ "title": format!("{who}: first"), "conversation_id": conversation }),
+            json!({ "title": format!("{who}: first"), "conversation_id": conversation,
+                    "labels": [who, "shared"] }),
         )
         .await;
     client

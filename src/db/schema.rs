@@ -46,6 +46,23 @@ diesel::table! {
         created_at -> Instant,
         updated_at -> Instant,
         completed_at -> Nullable<Instant>,
+        due -> Nullable<Text>,
+        due_at -> Instant,
+        priority -> SmallInt,
+        parent_task_id -> Nullable<Id>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    task_labels (task_id, label_key) {
+        task_id -> Id,
+        user_id -> Text,
+        label -> Text,
+        label_key -> Text,
+        position -> SmallInt,
     }
 }
 
@@ -143,6 +160,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_tokens,
     tasks,
+    task_labels,
     conversations,
     messages,
     mcp_sessions,

@@ -16,6 +16,7 @@ pub mod scopes;
 pub mod search;
 pub mod secrets;
 pub mod sessions;
+pub mod task_fields;
 pub mod tasks;
 pub mod tokens;
 pub mod turns;
@@ -384,20 +385,18 @@ pub mod cursor {
             <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret).map(CursorKey)
         }
 
-        fn mac(&self, kind: &str, user: &UserId, id: uuid::Uuid) -> Hmac<Sha256> {
+        fn mac(&self, kind: &str, user: &UserId, key: &[u8]) -> Hmac<Sha256> {
             let mut mac = self.0.clone();
             for part in [kind.as_bytes(), b"\0", user.as_str().as_bytes(), b"\0"] {
                 mac.update(part);
             }
-            mac.update(id.as_bytes());
+            mac.update(key);
             mac
         }
 
+        /// A cursor whose key is an id: the last row of a page in id order.
         pub fn encode(&self, kind: &str, user: &UserId, id: uuid::Uuid) -> String {
-            let tag = self.mac(kind, user, id).finalize().into_bytes();
-            let mut bytes = id.as_bytes().to_vec();
-            bytes.extend_from_slice(&tag[..TAG_BYTES]);
-            format!("{kind}_{}", URL_SAFE_NO_PAD.encode(bytes))
+            self.encode_key(kind, user, id.as_bytes())
         }
 
         pub fn decode(
@@ -407,21 +406,39 @@ pub mod cursor {
             field: &'static str,
             raw: &str,
         ) -> Result<uuid::Uuid, StoreError> {
+            let key = self.decode_key::<16>(kind, user, field, raw)?;
+            Ok(uuid::Uuid::from_bytes(key))
+        }
+
+        /// A cursor whose key is any fixed number of bytes (a sort key and an id, say).
+        pub fn encode_key(&self, kind: &str, user: &UserId, key: &[u8]) -> String {
+            let tag = self.mac(kind, user, key).finalize().into_bytes();
+            let mut bytes = key.to_vec();
+            bytes.extend_from_slice(&tag[..TAG_BYTES]);
+            format!("{kind}_{}", URL_SAFE_NO_PAD.encode(bytes))
+        }
+
+        pub fn decode_key<const N: usize>(
+            &self,
+            kind: &str,
+            user: &UserId,
+            field: &'static str,
+            raw: &str,
+        ) -> Result<[u8; N], StoreError> {
             let bad = || StoreError::invalid(field, "is not a cursor this list returned");
             let encoded = raw
                 .strip_prefix(kind)
                 .and_then(|rest| rest.strip_prefix('_'))
                 .ok_or_else(bad)?;
             let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| bad())?;
-            if bytes.len() != 16 + TAG_BYTES {
+            if bytes.len() != N + TAG_BYTES {
                 return Err(bad());
             }
-            let (id, tag) = bytes.split_at(16);
-            let id = uuid::Uuid::from_slice(id).map_err(|_| bad())?;
-            self.mac(kind, user, id)
+            let (key, tag) = bytes.split_at(N);
+            self.mac(kind, user, key)
                 .verify_truncated_left(tag)
                 .map_err(|_| bad())?;
-            Ok(id)
+            key.try_into().map_err(|_| bad())
         }
     }
 }

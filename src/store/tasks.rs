@@ -1,12 +1,13 @@
-//! Tasks: a user's to-do items.
+//! Tasks: a user's to-do items, with a due date, a priority, labels and subtasks.
 
 use super::UserTx;
 use super::cursor::CursorKey;
+use super::task_fields::{Due, Label, Priority, check_labels, no_due};
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::{CachedDsl, coalesce, lower};
 use crate::db::{DbTime, DbUuid, Tx};
 use crate::on_backend;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
@@ -23,6 +24,10 @@ struct TaskRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    due: Option<String>,
+    due_at: DateTime<Utc>,
+    priority: i16,
+    parent_task_id: Option<DbUuid>,
 }
 
 /// A task as tools return it.
@@ -33,6 +38,14 @@ pub struct Task {
     pub title: String,
     /// Free-form details; null when none were given.
     pub description: Option<String>,
+    /// When it is due, as given: a date (`2026-12-01`, all day) or a date-time with its
+    /// offset (`2026-12-01T09:00:00+01:00`); null when it has no due date.
+    pub due: Option<String>,
+    pub priority: Priority,
+    /// In the order given.
+    pub labels: Vec<String>,
+    /// The parent task's id (a UUID) when this is a subtask; null otherwise.
+    pub parent_task_id: Option<String>,
     pub completed: bool,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -42,12 +55,16 @@ pub struct Task {
     pub completed_at: Option<String>,
 }
 
-impl From<TaskRow> for Task {
-    fn from(row: TaskRow) -> Self {
+impl Task {
+    fn new(row: TaskRow, labels: Vec<String>) -> Self {
         Task {
             id: row.id.0.to_string(),
             title: row.title,
             description: row.description,
+            due: row.due,
+            priority: Priority::from_level(row.priority),
+            labels,
+            parent_task_id: row.parent_task_id.map(|id| id.0.to_string()),
             completed: row.completed,
             created_at: format_time(row.created_at),
             updated_at: format_time(row.updated_at),
@@ -56,7 +73,10 @@ impl From<TaskRow> for Task {
     }
 }
 
-const CURSOR_KIND: &str = "t";
+/// Cursor kinds, one per sort: each carries the last task's sort key and id.
+const CURSOR_CREATED: &str = "t";
+const CURSOR_DUE: &str = "td";
+const CURSOR_PRIORITY: &str = "tp";
 
 /// Which tasks `list` returns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,11 +87,27 @@ pub enum StatusFilter {
     Completed,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The order `list` returns tasks in; ties go newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaskSort {
+    /// Newest first.
+    #[default]
+    Created,
+    /// Soonest due first, tasks without a due date last.
+    Due,
+    /// Most urgent first.
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 pub struct NewTask<'a> {
     pub title: &'a str,
     pub description: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
+    pub due: Option<&'a str>,
+    pub priority: Option<Priority>,
+    pub labels: Option<&'a [String]>,
+    pub parent_task_id: Option<uuid::Uuid>,
 }
 
 /// Adds a task. With an idempotency key already used by this user, creates nothing and
@@ -88,6 +124,12 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
         .idempotency_key
         .map(|k| check_text("idempotency_key", k, limits::IDEMPOTENCY_KEY, true))
         .transpose()?;
+    let due = new.due.map(|raw| Due::parse("due", raw)).transpose()?;
+    let labels = check_labels(new.labels.unwrap_or_default())?;
+    let priority = new.priority.unwrap_or_default();
+    if let Some(parent) = new.parent_task_id {
+        check_parent(tx, user, parent, None).await?;
+    }
     let id = DbUuid(uuid::Uuid::now_v7());
     let created_at = now();
     let inserted: Option<TaskRow> = on_backend!(tx, |conn| {
@@ -102,6 +144,10 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
                 t::idempotency_key.eq(&idempotency_key),
                 t::created_at.eq(DbTime(created_at)),
                 t::updated_at.eq(DbTime(created_at)),
+                t::due.eq(due.map(|due| due.text())),
+                t::due_at.eq(DbTime(due.map_or_else(no_due, |due| due.instant()))),
+                t::priority.eq(priority.level()),
+                t::parent_task_id.eq(new.parent_task_id.map(DbUuid)),
             ))
             .on_conflict((t::user_id, t::idempotency_key))
             .do_nothing()
@@ -119,7 +165,9 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
                 quotas.tasks_per_user
             )));
         }
-        return Ok(row.into());
+        insert_labels(tx, user, row.id, &labels).await?;
+        let labels = labels.into_iter().map(|label| label.text).collect();
+        return Ok(Task::new(row, labels));
     }
     // The key was used before: return what it created.
     let key = idempotency_key.unwrap_or_default();
@@ -133,20 +181,229 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
             .await
             .optional()?
     });
-    existing
-        .map(Task::from)
-        .ok_or_else(|| StoreError::Conflict("the task for this idempotency_key was deleted".into()))
+    match existing {
+        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
+        None => Err(StoreError::Conflict(
+            "the task for this idempotency_key was deleted".into(),
+        )),
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A parent must be another of the user's tasks and not itself a subtask; a task that
+/// becomes a subtask (`child`) must have none of its own. One level of subtasks.
+async fn check_parent(
+    tx: &mut Tx,
+    user: &UserId,
+    parent: uuid::Uuid,
+    child: Option<uuid::Uuid>,
+) -> Result<(), StoreError> {
+    if child == Some(parent) {
+        return Err(StoreError::invalid(
+            "parent_task_id",
+            "is the task itself: a task cannot be its own parent",
+        ));
+    }
+    let grandparent: Option<Option<DbUuid>> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        t::tasks
+            .filter(t::id.eq(DbUuid(parent)))
+            .filter(t::user_id.eq(user.as_str()))
+            .select(t::parent_task_id)
+            .first(conn)
+            .await
+            .optional()?
+    });
+    match grandparent {
+        None => Err(StoreError::invalid(
+            "parent_task_id",
+            format!("{parent} is not one of your tasks"),
+        )),
+        Some(Some(_)) => Err(StoreError::invalid(
+            "parent_task_id",
+            format!("{parent} is itself a subtask: subtasks go one level deep"),
+        )),
+        Some(None) => {
+            let Some(child) = child else { return Ok(()) };
+            let subtasks: i64 = on_backend!(tx, |conn| {
+                use schema::tasks::dsl as t;
+                t::tasks
+                    .filter(t::parent_task_id.eq(DbUuid(child)))
+                    .count()
+                    .get_result(conn)
+                    .await?
+            });
+            if subtasks > 0 {
+                return Err(StoreError::invalid(
+                    "parent_task_id",
+                    format!(
+                        "task {child} has subtasks of its own ({subtasks}): subtasks go one \
+                         level deep"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = crate::db::schema::task_labels)]
+struct LabelRow<'a> {
+    task_id: DbUuid,
+    user_id: &'a str,
+    label: &'a str,
+    label_key: &'a str,
+    position: i16,
+}
+
+async fn insert_labels(
+    tx: &mut Tx,
+    user: &UserId,
+    task: DbUuid,
+    labels: &[Label],
+) -> Result<(), StoreError> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<LabelRow> = labels
+        .iter()
+        .zip(0i16..)
+        .map(|(label, position)| LabelRow {
+            task_id: task,
+            user_id: user.as_str(),
+            label: &label.text,
+            label_key: &label.key,
+            position,
+        })
+        .collect();
+    // One statement a label: diesel-async's SQLite connection has no multi-row insert,
+    // and a task has at most 20.
+    for row in &rows {
+        on_backend!(tx, |conn| {
+            diesel::insert_into(schema::task_labels::table)
+                .values(row)
+                .execute(conn)
+                .await?
+        });
+    }
+    Ok(())
+}
+
+/// Tasks with their labels, in the rows' order.
+async fn with_labels(tx: &mut Tx, rows: Vec<TaskRow>) -> Result<Vec<Task>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<DbUuid> = rows.iter().map(|row| row.id).collect();
+    let labels: Vec<(DbUuid, String)> = on_backend!(tx, |conn| {
+        use schema::task_labels::dsl as l;
+        l::task_labels
+            .filter(l::task_id.eq_any(&ids))
+            .order((l::task_id, l::position))
+            .select((l::task_id, l::label))
+            .load(conn)
+            .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mine = labels
+                .iter()
+                .filter(|(task, _)| *task == row.id)
+                .map(|(_, label)| label.clone())
+                .collect();
+            Task::new(row, mine)
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ListQuery<'a> {
     pub status: StatusFilter,
     pub query: Option<&'a str>,
+    /// Due before this date or date-time (a date: its start, UTC).
+    pub due_before: Option<&'a str>,
+    /// Due at or after this date or date-time.
+    pub due_after: Option<&'a str>,
+    /// Only pending tasks whose due moment has passed (an all-day task: its day, in UTC).
+    pub overdue: bool,
+    pub label: Option<&'a str>,
+    pub priority: Option<Priority>,
+    pub parent_task_id: Option<uuid::Uuid>,
+    pub sort: TaskSort,
     pub limit: Option<i64>,
     pub cursor: Option<&'a str>,
 }
 
-/// A page of tasks, newest first, and the cursor of the next page (none at the end).
+/// Where the next page starts: after this task, in the sort's order.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    Created(DbUuid),
+    Due(DateTime<Utc>, DbUuid),
+    Priority(i16, DbUuid),
+}
+
+impl After {
+    fn of(sort: TaskSort, row: &TaskRow) -> After {
+        match sort {
+            TaskSort::Created => After::Created(row.id),
+            TaskSort::Due => After::Due(row.due_at, row.id),
+            TaskSort::Priority => After::Priority(row.priority, row.id),
+        }
+    }
+
+    fn encode(self, cursors: &CursorKey, user: &UserId) -> String {
+        match self {
+            After::Created(id) => cursors.encode(CURSOR_CREATED, user, id.0),
+            After::Due(at, id) => {
+                let mut key = at.timestamp_micros().to_be_bytes().to_vec();
+                key.extend_from_slice(id.0.as_bytes());
+                cursors.encode_key(CURSOR_DUE, user, &key)
+            }
+            After::Priority(level, id) => {
+                let mut key = level.to_be_bytes().to_vec();
+                key.extend_from_slice(id.0.as_bytes());
+                cursors.encode_key(CURSOR_PRIORITY, user, &key)
+            }
+        }
+    }
+
+    fn decode(
+        sort: TaskSort,
+        cursors: &CursorKey,
+        user: &UserId,
+        raw: &str,
+    ) -> Result<After, StoreError> {
+        let id = |bytes: &[u8]| {
+            uuid::Uuid::from_slice(bytes)
+                .map(DbUuid)
+                .map_err(|_| StoreError::invalid("cursor", "is not a cursor this list returned"))
+        };
+        Ok(match sort {
+            TaskSort::Created => After::Created(DbUuid(cursors.decode(
+                CURSOR_CREATED,
+                user,
+                "cursor",
+                raw,
+            )?)),
+            TaskSort::Due => {
+                let key = cursors.decode_key::<24>(CURSOR_DUE, user, "cursor", raw)?;
+                let mut micros = [0u8; 8];
+                micros.copy_from_slice(&key[..8]);
+                let at = DateTime::from_timestamp_micros(i64::from_be_bytes(micros)).ok_or_else(
+                    || StoreError::invalid("cursor", "is not a cursor this list returned"),
+                )?;
+                After::Due(at, id(&key[8..])?)
+            }
+            TaskSort::Priority => {
+                let key = cursors.decode_key::<18>(CURSOR_PRIORITY, user, "cursor", raw)?;
+                After::Priority(i16::from_be_bytes([key[0], key[1]]), id(&key[2..])?)
+            }
+        })
+    }
+}
+
+/// A page of tasks in the sort's order, and the cursor of the next page (none at the end).
 pub async fn list(
     tx: &mut UserTx,
     query: ListQuery<'_>,
@@ -156,25 +413,36 @@ pub async fn list(
     let limit = page_size("limit", query.limit)?;
     let after = query
         .cursor
-        .map(|c| cursors.decode(CURSOR_KIND, user, "cursor", c))
-        .transpose()?
-        .map(DbUuid);
+        .map(|raw| After::decode(query.sort, cursors, user, raw))
+        .transpose()?;
     let pattern = query
         .query
         .map(|q| check_text("query", q, limits::TITLE, false))
         .transpose()?
         .filter(|q| !q.is_empty())
         .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
+    let due_before = query
+        .due_before
+        .map(|raw| Due::parse("due_before", raw).map(|due| DbTime(due.instant())))
+        .transpose()?;
+    let due_after = query
+        .due_after
+        .map(|raw| Due::parse("due_after", raw).map(|due| DbTime(due.instant())))
+        .transpose()?;
+    let label = query
+        .label
+        .map(|raw| Label::new("label", raw))
+        .transpose()?;
+    let at = now();
+    let today = DbTime(at.date_naive().and_time(NaiveTime::MIN).and_utc());
     let mut rows: Vec<TaskRow> = on_backend!(tx, |conn| {
+        use schema::task_labels::dsl as l;
         use schema::tasks::dsl as t;
         let mut select = t::tasks.filter(t::user_id.eq(user.as_str())).into_boxed();
         match query.status {
             StatusFilter::All => {}
             StatusFilter::Pending => select = select.filter(t::completed.eq(false)),
             StatusFilter::Completed => select = select.filter(t::completed.eq(true)),
-        }
-        if let Some(after) = after {
-            select = select.filter(t::id.lt(after));
         }
         if let Some(pattern) = &pattern {
             select = select.filter(
@@ -184,9 +452,55 @@ pub async fn list(
                     .or(lower(t::description).like(pattern).escape('\\')),
             );
         }
+        if let Some(before) = due_before {
+            select = select.filter(t::due_at.lt(before));
+        }
+        if let Some(after) = due_after {
+            select = select
+                .filter(t::due_at.ge(after))
+                .filter(t::due.is_not_null());
+        }
+        if query.overdue {
+            // Past its moment; an all-day task (a due of 10 characters) past its day.
+            select = select
+                .filter(t::completed.eq(false))
+                .filter(t::due_at.lt(DbTime(at)))
+                .filter(t::due_at.lt(today).or(t::due.not_like("____-__-__")));
+        }
+        if let Some(label) = &label {
+            select = select.filter(
+                t::id.eq_any(
+                    l::task_labels
+                        .filter(l::user_id.eq(user.as_str()))
+                        .filter(l::label_key.eq(&label.key))
+                        .select(l::task_id),
+                ),
+            );
+        }
+        if let Some(priority) = query.priority {
+            select = select.filter(t::priority.eq(priority.level()));
+        }
+        if let Some(parent) = query.parent_task_id {
+            select = select.filter(t::parent_task_id.eq(DbUuid(parent)));
+        }
+        // Keyset pages: a range of the sort's index, its first key bounding the scan.
+        select = match after {
+            None => select,
+            Some(After::Created(id)) => select.filter(t::id.lt(id)),
+            Some(After::Due(due_at, id)) => select
+                .filter(t::due_at.ge(DbTime(due_at)))
+                .filter(t::due_at.gt(DbTime(due_at)).or(t::id.lt(id))),
+            Some(After::Priority(level, id)) => select
+                .filter(t::priority.le(level))
+                .filter(t::priority.lt(level).or(t::id.lt(id))),
+        };
+        select = match query.sort {
+            TaskSort::Created => select.order(t::id.desc()),
+            TaskSort::Due => select.order((t::due_at.asc(), t::id.desc())),
+            TaskSort::Priority => select.order((t::priority.desc(), t::id.desc())),
+        };
         select
             .select(TaskRow::as_select())
-            .order(t::id.desc())
             .limit(limit + 1)
             .load(conn)
             .await?
@@ -196,10 +510,10 @@ pub async fn list(
     let next = more
         .then(|| {
             rows.last()
-                .map(|row| cursors.encode(CURSOR_KIND, user, row.id.0))
+                .map(|row| After::of(query.sort, row).encode(cursors, user))
         })
         .flatten();
-    Ok((rows.into_iter().map(Task::from).collect(), next))
+    Ok((with_labels(tx, rows).await?, next))
 }
 
 fn escape_like(text: &str) -> String {
@@ -208,7 +522,8 @@ fn escape_like(text: &str) -> String {
         .replace('_', "\\_")
 }
 
-/// Marks a task completed; a completed task is returned unchanged.
+/// Marks a task completed; a completed task is returned unchanged. Its subtasks stay as
+/// they are.
 pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreError> {
     let (tx, user) = tx.split();
     let at = now();
@@ -232,7 +547,7 @@ pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreErro
         .optional()?
     });
     match updated {
-        Some(row) => Ok(row.into()),
+        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
         None => find(tx, user, id).await,
     }
 }
@@ -244,9 +559,28 @@ pub struct TaskChanges<'a> {
     /// An empty description clears it.
     pub description: Option<&'a str>,
     pub completed: Option<bool>,
+    /// `Some(None)` clears the due date.
+    pub due: Option<Option<&'a str>>,
+    pub priority: Option<Priority>,
+    /// All the task's labels; an empty list clears them.
+    pub labels: Option<&'a [String]>,
+    /// `Some(None)` makes a subtask a task of its own.
+    pub parent_task_id: Option<Option<uuid::Uuid>>,
     /// Optimistic concurrency: change the task only if it was last updated at this time
     /// (its `updated_at` as last read), else fail with a conflict.
     pub expected_updated_at: Option<&'a str>,
+}
+
+impl TaskChanges<'_> {
+    fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.completed.is_none()
+            && self.due.is_none()
+            && self.priority.is_none()
+            && self.labels.is_none()
+            && self.parent_task_id.is_none()
+    }
 }
 
 pub async fn update(
@@ -255,10 +589,11 @@ pub async fn update(
     changes: TaskChanges<'_>,
 ) -> Result<Task, StoreError> {
     let (tx, user) = tx.split();
-    if changes.title.is_none() && changes.description.is_none() && changes.completed.is_none() {
+    if changes.is_empty() {
         return Err(StoreError::invalid(
             "title",
-            "nothing to change: give at least one of title, description, completed",
+            "nothing to change: give at least one of title, description, completed, due, \
+             priority, labels, parent_task_id",
         ));
     }
     let title = changes
@@ -270,6 +605,17 @@ pub async fn update(
         .map(|d| check_text("description", d, limits::DESCRIPTION, false))
         .transpose()?
         .map(|d| Some(d).filter(|d| !d.is_empty()));
+    let due = changes
+        .due
+        .map(|due| due.map(|raw| Due::parse("due", raw)).transpose())
+        .transpose()?
+        .map(|due| {
+            (
+                due.map(|due| due.text()),
+                DbTime(due.map_or_else(no_due, |due| due.instant())),
+            )
+        });
+    let labels = changes.labels.map(check_labels).transpose()?;
     let expected = changes
         .expected_updated_at
         .map(|raw| {
@@ -286,6 +632,9 @@ pub async fn update(
                 })
         })
         .transpose()?;
+    if let Some(Some(parent)) = changes.parent_task_id {
+        check_parent(tx, user, parent, Some(id)).await?;
+    }
     let at = now();
     let updated: Option<TaskRow> = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
@@ -299,6 +648,12 @@ pub async fn update(
         let fields = (
             title.as_ref().map(|v| t::title.eq(v)),
             description.as_ref().map(|v| t::description.eq(v)),
+            due.as_ref().map(|(text, _)| t::due.eq(text)),
+            due.as_ref().map(|(_, at)| t::due_at.eq(at)),
+            changes.priority.map(|p| t::priority.eq(p.level())),
+            changes
+                .parent_task_id
+                .map(|parent| t::parent_task_id.eq(parent.map(DbUuid))),
             t::updated_at.eq(DbTime(at)),
         );
         let statement = diesel::update(target);
@@ -336,7 +691,18 @@ pub async fn update(
         }
     });
     match (updated, expected) {
-        (Some(row), _) => Ok(row.into()),
+        (Some(row), _) => {
+            if let Some(labels) = &labels {
+                on_backend!(tx, |conn| {
+                    use schema::task_labels::dsl as l;
+                    diesel::delete(l::task_labels.filter(l::task_id.eq(row.id)))
+                        .execute(conn)
+                        .await?
+                });
+                insert_labels(tx, user, row.id, labels).await?;
+            }
+            Ok(with_labels(tx, vec![row]).await?.remove(0))
+        }
         (None, None) => Err(StoreError::not_found("task", id)),
         (None, Some(expected)) => {
             let current = find(tx, user, id).await?;
@@ -350,9 +716,20 @@ pub async fn update(
     }
 }
 
-/// Deletes a task for good.
-pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<(), StoreError> {
+/// Deletes a task for good, and its subtasks with it; returns how many subtasks went.
+pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<i64, StoreError> {
     let (tx, user) = tx.split();
+    // The subtasks first, counted: the foreign key's cascade would remove them unseen.
+    let subtasks: usize = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        diesel::delete(
+            t::tasks
+                .filter(t::user_id.eq(user.as_str()))
+                .filter(t::parent_task_id.eq(DbUuid(id))),
+        )
+        .execute(conn)
+        .await?
+    });
     let deleted: usize = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
         diesel::delete(
@@ -366,8 +743,9 @@ pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<(), StoreError> {
     if deleted == 0 {
         return Err(StoreError::not_found("task", id));
     }
-    change_task_count(tx, user, -1).await?;
-    Ok(())
+    let subtasks = i32::try_from(subtasks).unwrap_or(i32::MAX);
+    change_task_count(tx, user, -1 - subtasks).await?;
+    Ok(i64::from(subtasks))
 }
 
 /// Adjusts the user's task count (locking their row, so concurrent adds count one at a
@@ -403,6 +781,8 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
             .await
             .optional()?
     });
-    row.map(Task::from)
-        .ok_or_else(|| StoreError::not_found("task", id))
+    match row {
+        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
+        None => Err(StoreError::not_found("task", id)),
+    }
 }

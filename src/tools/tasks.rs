@@ -2,7 +2,8 @@
 
 use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::parse_uuid;
-use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges};
+use crate::store::task_fields::Priority;
+use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges, TaskSort};
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{Json, tool, tool_router};
@@ -18,6 +19,21 @@ pub struct AddTaskArgs {
     /// Optional details, up to 10,000 characters.
     #[serde(default)]
     pub description: Option<String>,
+    /// When it is due: a date (`2026-12-01`, all day) or a date-time with an offset
+    /// (`2026-12-01T09:00:00+01:00`, `Z` for UTC); the task keeps which one it was given.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// `low`, `normal` (default), `high` or `urgent`.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Up to 20 labels, each 1 to 60 characters, no two the same but for case.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Makes this a subtask of another of the user's tasks (UUID), which must not itself be
+    /// a subtask. Deleting the parent deletes its subtasks; completing it does not complete
+    /// them.
+    #[serde(default)]
+    pub parent_task_id: Option<String>,
     /// Conversation (UUID) whose history should record this call; default: "Tool activity".
     #[serde(default)]
     pub conversation_id: Option<String>,
@@ -37,6 +53,16 @@ pub enum TaskStatus {
     Completed,
 }
 
+/// The order of list_tasks.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskOrder {
+    #[default]
+    Created,
+    Due,
+    Priority,
+}
+
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTasksArgs {
@@ -46,6 +72,29 @@ pub struct ListTasksArgs {
     /// Only tasks whose title or description contains this text (case-insensitive).
     #[serde(default)]
     pub query: Option<String>,
+    /// Only tasks due before this date (its start, UTC) or date-time.
+    #[serde(default)]
+    pub due_before: Option<String>,
+    /// Only tasks due at or after this date (its start, UTC) or date-time.
+    #[serde(default)]
+    pub due_after: Option<String>,
+    /// true: only pending tasks whose due date-time has passed, or whose all-day due date
+    /// has ended (in UTC).
+    #[serde(default)]
+    pub overdue: Option<bool>,
+    /// Only tasks with this label (case-insensitive).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Only tasks of this priority.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Only the subtasks of this task (UUID).
+    #[serde(default)]
+    pub parent_task_id: Option<String>,
+    /// `created` (default: newest first), `due` (soonest first, tasks without a due date
+    /// last) or `priority` (most urgent first); ties go newest first.
+    #[serde(default)]
+    pub sort: Option<TaskOrder>,
     /// Page size, 1 to 200 (default 50).
     #[serde(default)]
     pub limit: Option<i64>,
@@ -81,6 +130,18 @@ pub struct UpdateTaskArgs {
     /// Mark completed (true) or pending again (false).
     #[serde(default)]
     pub completed: Option<bool>,
+    /// New due date or date-time (as add_task takes it); null clears it.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    pub due: Option<Option<String>>,
+    /// New priority: `low`, `normal`, `high` or `urgent`.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// The task's labels, all of them (replacing the ones it had); [] clears them.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Make it a subtask of this task (UUID); null makes it a task of its own.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    pub parent_task_id: Option<Option<String>>,
     /// The task's `updated_at` as you last read it: the update then happens only if nobody
     /// changed the task since, and fails with a conflict otherwise.
     #[serde(default)]
@@ -97,7 +158,7 @@ pub struct TaskResult {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TaskList {
-    /// Newest first.
+    /// In the order `sort` asked for.
     pub tasks: Vec<Task>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -107,12 +168,14 @@ pub struct TaskList {
 pub struct DeletedTask {
     pub task_id: String,
     pub deleted: bool,
+    /// How many of its subtasks were deleted with it.
+    pub subtasks_deleted: i64,
 }
 
 #[tool_router(router = task_tools, vis = "pub(super)")]
 impl TodoServer {
     #[tool(
-        description = "Add a task for the user. Pass an idempotency_key when the call may be retried: the same key never creates a second task.",
+        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, or a parent task (making it a subtask). Pass an idempotency_key when the call may be retried: the same key never creates a second task.",
         annotations(
             title = "Add task",
             read_only_hint = false,
@@ -128,10 +191,19 @@ impl TodoServer {
         Parameters(args): Parameters<Checked<AddTaskArgs>>,
     ) -> Result<Json<TaskResult>, ToolError> {
         let args = args.get()?;
+        let parent_task_id = args
+            .parent_task_id
+            .as_deref()
+            .map(|raw| parse_uuid("parent_task_id", raw))
+            .transpose()?;
         let new = NewTask {
             title: &args.title,
             description: args.description.as_deref(),
             idempotency_key: args.idempotency_key.as_deref(),
+            due: args.due.as_deref(),
+            priority: args.priority,
+            labels: args.labels.as_deref(),
+            parent_task_id,
         };
         tool_result!(self, call, |tx| {
             let task = tasks::add(tx, new, &self.quotas).await?;
@@ -140,7 +212,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "List the user's tasks, newest first, optionally only pending or completed ones or those matching a text; paginated with next_cursor.",
+        description = "List the user's tasks, newest first or sorted by due date or priority; filter by status, text, due range, overdue, label, priority or parent task; paginated with next_cursor.",
         annotations(
             title = "List tasks",
             read_only_hint = true,
@@ -161,9 +233,26 @@ impl TodoServer {
             TaskStatus::Pending => StatusFilter::Pending,
             TaskStatus::Completed => StatusFilter::Completed,
         };
+        let sort = match args.sort.unwrap_or_default() {
+            TaskOrder::Created => TaskSort::Created,
+            TaskOrder::Due => TaskSort::Due,
+            TaskOrder::Priority => TaskSort::Priority,
+        };
+        let parent_task_id = args
+            .parent_task_id
+            .as_deref()
+            .map(|raw| parse_uuid("parent_task_id", raw))
+            .transpose()?;
         let query = ListQuery {
             status,
             query: args.query.as_deref(),
+            due_before: args.due_before.as_deref(),
+            due_after: args.due_after.as_deref(),
+            overdue: args.overdue.unwrap_or(false),
+            label: args.label.as_deref(),
+            priority: args.priority,
+            parent_task_id,
+            sort,
             limit: args.limit,
             cursor: args.cursor.as_deref(),
         };
@@ -198,7 +287,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Mark a task completed. Completing a task that is already completed changes nothing and is not an error.",
+        description = "Mark a task completed (its subtasks stay as they are). Completing a task that is already completed changes nothing and is not an error.",
         annotations(
             title = "Complete task",
             read_only_hint = false,
@@ -222,7 +311,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Change a task's title, description or completed state; fields left out stay as they are. Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
+        description = "Change a task's title, description, completed state, due date, priority, labels or parent; fields left out stay as they are, null clears due and parent_task_id. Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
         annotations(
             title = "Update task",
             read_only_hint = false,
@@ -239,10 +328,24 @@ impl TodoServer {
     ) -> Result<Json<TaskResult>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
+        let parent_task_id = args
+            .parent_task_id
+            .as_ref()
+            .map(|parent| {
+                parent
+                    .as_deref()
+                    .map(|raw| parse_uuid("parent_task_id", raw))
+                    .transpose()
+            })
+            .transpose()?;
         let changes = TaskChanges {
             title: args.title.as_deref(),
             description: args.description.as_deref(),
             completed: args.completed,
+            due: args.due.as_ref().map(Option::as_deref),
+            priority: args.priority,
+            labels: args.labels.as_deref(),
+            parent_task_id,
             expected_updated_at: args.expected_updated_at.as_deref(),
         };
         tool_result!(self, call, |tx| {
@@ -252,7 +355,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Delete a task permanently.",
+        description = "Delete a task permanently, and its subtasks with it.",
         annotations(
             title = "Delete task",
             read_only_hint = false,
@@ -270,10 +373,11 @@ impl TodoServer {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         tool_result!(self, call, |tx| {
-            tasks::delete(tx, task_id).await?;
+            let subtasks_deleted = tasks::delete(tx, task_id).await?;
             Ok(DeletedTask {
                 task_id: task_id.to_string(),
                 deleted: true,
+                subtasks_deleted,
             })
         })
     }
