@@ -1,2 +1,2 @@
--- Nothing to do: PostgreSQL's 000010 stores each message's words for search, which
--- SQLite's FTS5 index (000009) already does. Kept so both backends have the same versions.
+-- FTS5's default.
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('automerge', 4);
