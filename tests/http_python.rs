@@ -187,7 +187,10 @@ fn check_every_tool_results(c: &[CallResult]) {
     assert_eq!(cleared["completed"], true);
     assert_time(&cleared["completed_at"]);
 
-    assert_eq!(c[13].ok(), &json!({ "task_id": bob_id, "deleted": true }));
+    assert_eq!(
+        c[13].ok(),
+        &json!({ "task_id": bob_id, "deleted": true, "subtasks_deleted": 0 })
+    );
     assert_eq!(c[14].err(), format!("not_found: task {bob_id} not found"));
     assert_eq!(c[15].ok()["tasks"], json!([done]));
 

@@ -647,6 +647,7 @@ async fn the_python_sdks_oauth_client_discovers_signs_in_and_uses_every_tool() {
             json!({ "conversation_id": "${6.conversation.id}" }),
         ),
         script("search_messages", json!({ "query": "hello" })),
+        script("list_labels", json!({})),
         script(
             "pop_message",
             json!({ "conversation_id": "${6.conversation.id}" }),

@@ -250,7 +250,10 @@ async fn every_tool_and_the_migrations_work_through_pgbouncer_over_stdio() {
     // delete_task: gone for good.
     let bread = text(&created[2], "id");
     let deleted = a.call_ok("delete_task", json!({ "task_id": bread })).await;
-    assert_eq!(deleted, json!({ "task_id": bread, "deleted": true }));
+    assert_eq!(
+        deleted,
+        json!({ "task_id": bread, "deleted": true, "subtasks_deleted": 0 })
+    );
     let gone = b.call_err("delete_task", json!({ "task_id": bread })).await;
     assert_eq!(gone, format!("not_found: task {bread} not found"));
     let (left, _) = all_tasks(&b, json!({})).await;

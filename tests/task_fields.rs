@@ -43,6 +43,14 @@ async fn walk(client: &StdioClient, args: Value, limit: usize) -> Vec<String> {
     panic!("paging does not end: {titles:?}");
 }
 
+/// The task titled `title`.
+async fn titled(client: &StdioClient, title: &str) -> Value {
+    let found = client
+        .call_ok("list_tasks", json!({ "query": title }))
+        .await;
+    found["tasks"][0].clone()
+}
+
 async fn task_count(db: &TestDb) -> String {
     support::sql::texts(db, "SELECT CAST(count(*) AS TEXT) AS j FROM tasks")
         .await
@@ -402,6 +410,29 @@ async fn lists_filter_and_sort_with_stable_pages(db: TestDb) {
         )
         .await;
     assert!(error.contains("invalid `cursor`"), "{error}");
+    // list_labels: one entry per label but for case, with counts, alphabetically.
+    let labels = a.call_ok("list_labels", json!({})).await;
+    assert_eq!(
+        labels["labels"],
+        json!([
+            { "label": "calls", "tasks": 2, "pending": 2 },
+            { "label": "WORK", "tasks": 3, "pending": 3 },
+        ])
+    );
+    a.call_ok(
+        "complete_task",
+        json!({ "task_id": id(&titled(&a, "next week").await) }),
+    )
+    .await;
+    let labels = a.call_ok("list_labels", json!({})).await;
+    assert_eq!(
+        labels["labels"][1],
+        json!({ "label": "WORK", "tasks": 3, "pending": 2 })
+    );
+    assert_eq!(
+        b.call_ok("list_labels", json!({})).await["labels"],
+        json!([{ "label": "work", "tasks": 1, "pending": 1 }])
+    );
     // Bob's label and overdue task stay his.
     assert_eq!(
         walk(&b, json!({ "label": "work", "overdue": true }), 5).await,
@@ -457,9 +488,153 @@ async fn subtasks_go_with_their_parent(db: TestDb) {
     client.close().await;
 }
 
+/// Completing a repeating task completes this occurrence and creates the next, in the
+/// same transaction, both in the result and in the call's record.
+async fn repeating_tasks_roll_over_on_completion(db: TestDb) {
+    let client = connect_stdio(db.url(), None, &[]).await;
+    let rent = add(
+        &client,
+        json!({
+            "title": "pay rent", "due": "2026-12-01", "priority": "high", "labels": ["home"],
+            "repeat": "rrule:freq=monthly;bymonthday=1",
+        }),
+    )
+    .await;
+    assert_eq!(rent["repeat"], "FREQ=MONTHLY;INTERVAL=1;BYMONTHDAY=1");
+    let done = client
+        .call_ok("complete_task", json!({ "task_id": id(&rent) }))
+        .await;
+    assert_eq!(done["task"]["completed"], true);
+    let next = &done["next_task"];
+    assert_eq!(next["due"], "2027-01-01");
+    assert_eq!(next["completed"], false);
+    for field in [
+        "title",
+        "priority",
+        "labels",
+        "repeat",
+        "parent_task_id",
+        "description",
+    ] {
+        assert_eq!(next[field], rent[field], "{field} carries over");
+    }
+    assert_ne!(next["id"], rent["id"]);
+    // The call's record holds both.
+    let records = support::sql::texts(
+        &db,
+        "SELECT CAST(tool_calls AS TEXT) AS j FROM messages \
+         WHERE kind = 'call_record' AND content LIKE 'complete_task%'",
+    )
+    .await;
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].contains(next["id"].as_str().unwrap()) && records[0].contains(&id(&rent)),
+        "{}",
+        records[0]
+    );
+    // Completing it again creates nothing.
+    let again = client
+        .call_ok("complete_task", json!({ "task_id": id(&rent) }))
+        .await;
+    assert_eq!(again["next_task"], Value::Null);
+    assert_eq!(task_count(&db).await, "2");
+
+    // Through update_task, a date-time keeps its time and offset.
+    let standup = add(
+        &client,
+        json!({ "title": "standup", "due": "2026-12-01T09:00:00+01:00", "repeat": "FREQ=WEEKLY;BYDAY=TU,TH" }),
+    )
+    .await;
+    let updated = client
+        .call_ok(
+            "update_task",
+            json!({ "task_id": id(&standup), "completed": true }),
+        )
+        .await;
+    assert_eq!(updated["next_task"]["due"], "2026-12-03T09:00:00+01:00");
+    let next_standup = id(&updated["next_task"]);
+
+    // Bad rules and a rule without a due date: refused by name, nothing written.
+    let before = task_count(&db).await;
+    for (tool, args, says) in [
+        (
+            "add_task",
+            json!({ "title": "x", "due": "2026-12-01", "repeat": "FREQ=HOURLY" }),
+            "FREQ=`HOURLY`",
+        ),
+        (
+            "add_task",
+            json!({ "title": "x", "repeat": "FREQ=DAILY" }),
+            "needs a due date",
+        ),
+        (
+            "add_task",
+            json!({ "title": "x", "due": "2026-12-01", "repeat": "FREQ=DAILY;COUNT=2" }),
+            "`COUNT` is not supported",
+        ),
+        (
+            "update_task",
+            json!({ "task_id": next_standup, "due": null }),
+            "needs a due date",
+        ),
+        (
+            "update_task",
+            json!({ "task_id": next_standup, "repeat": "FREQ=WEEKLY;BYMONTHDAY=1" }),
+            "MONTHLY only",
+        ),
+    ] {
+        let error = client.call_err(tool, args.clone()).await;
+        assert!(
+            error.starts_with("invalid_argument: invalid `repeat`") && error.contains(says),
+            "{tool} {args}: {error}"
+        );
+    }
+    assert_eq!(task_count(&db).await, before);
+    let kept = client
+        .call_ok("get_task", json!({ "task_id": next_standup }))
+        .await["task"]
+        .clone();
+    assert_eq!(
+        kept["due"], "2026-12-03T09:00:00+01:00",
+        "the refused update left it"
+    );
+    // null stops it repeating: completing it then creates nothing.
+    let stopped = client
+        .call_ok(
+            "update_task",
+            json!({ "task_id": next_standup, "repeat": null, "completed": true }),
+        )
+        .await;
+    assert_eq!(stopped["task"]["repeat"], Value::Null);
+    assert_eq!(stopped["next_task"], Value::Null);
+    client.close().await;
+
+    // At the quota, the next occurrence does not fit: the completion fails whole.
+    let tight = connect_stdio(db.url(), None, &[("TODO_MCP_MAX_TASKS_PER_USER", "5")]).await;
+    let daily = add(
+        &tight,
+        json!({ "title": "water plants", "due": "2026-12-01", "repeat": "FREQ=DAILY" }),
+    )
+    .await;
+    let error = tight
+        .call_err("complete_task", json!({ "task_id": id(&daily) }))
+        .await;
+    assert!(error.starts_with("quota_exceeded"), "{error}");
+    let still = tight
+        .call_ok("get_task", json!({ "task_id": id(&daily) }))
+        .await["task"]
+        .clone();
+    assert_eq!(
+        still["completed"], false,
+        "nothing of the completion was written"
+    );
+    tight.close().await;
+}
+
 both_backends!(
     fields_are_kept_as_given,
     bad_values_are_refused_by_name_and_write_nothing,
     lists_filter_and_sort_with_stable_pages,
     subtasks_go_with_their_parent,
+    repeating_tasks_roll_over_on_completion,
 );

@@ -9,10 +9,15 @@ use serde_json::{Value, json};
 use support::mcp::result_text;
 use support::{READ_ONLY_TOOLS, StdioClient, TOOL_NAMES, TestDb, connect_stdio};
 
-const TASK_FIELDS: [&str; 7] = [
+const TASK_FIELDS: [&str; 12] = [
     "id",
     "title",
     "description",
+    "due",
+    "priority",
+    "labels",
+    "parent_task_id",
+    "repeat",
     "completed",
     "created_at",
     "updated_at",
@@ -677,7 +682,10 @@ async fn delete_task_removes_it_for_good(db: TestDb) {
     let id = text(&gone, "id");
 
     let deleted = server.ok("delete_task", json!({ "task_id": id })).await;
-    assert_eq!(deleted, json!({ "task_id": id, "deleted": true }));
+    assert_eq!(
+        deleted,
+        json!({ "task_id": id, "deleted": true, "subtasks_deleted": 0 })
+    );
     let (tasks, _) = server.list_tasks(json!({})).await;
     assert_eq!(tasks, [keep], "only the other task is left");
 

@@ -50,6 +50,7 @@ diesel::table! {
         due_at -> Instant,
         priority -> SmallInt,
         parent_task_id -> Nullable<Id>,
+        repeat -> Nullable<Text>,
     }
 }
 

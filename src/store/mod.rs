@@ -12,6 +12,7 @@ pub mod agent_state;
 pub mod audit;
 pub mod calls;
 pub mod conversations;
+pub mod repeat;
 pub mod scopes;
 pub mod search;
 pub mod secrets;

@@ -2,13 +2,15 @@
 
 use super::UserTx;
 use super::cursor::CursorKey;
+use super::repeat::Repeat;
 use super::task_fields::{Due, Label, Priority, check_labels, no_due};
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::{CachedDsl, coalesce, lower};
-use crate::db::{DbTime, DbUuid, Tx};
+use crate::db::{Conn, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -28,6 +30,7 @@ struct TaskRow {
     due_at: DateTime<Utc>,
     priority: i16,
     parent_task_id: Option<DbUuid>,
+    repeat: Option<String>,
 }
 
 /// A task as tools return it.
@@ -46,6 +49,9 @@ pub struct Task {
     pub labels: Vec<String>,
     /// The parent task's id (a UUID) when this is a subtask; null otherwise.
     pub parent_task_id: Option<String>,
+    /// How it repeats (RFC 5545 RRULE text, e.g. `FREQ=MONTHLY;INTERVAL=1;BYMONTHDAY=1`);
+    /// null when it does not.
+    pub repeat: Option<String>,
     pub completed: bool,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -65,6 +71,7 @@ impl Task {
             priority: Priority::from_level(row.priority),
             labels,
             parent_task_id: row.parent_task_id.map(|id| id.0.to_string()),
+            repeat: row.repeat,
             completed: row.completed,
             created_at: format_time(row.created_at),
             updated_at: format_time(row.updated_at),
@@ -108,6 +115,30 @@ pub struct NewTask<'a> {
     pub priority: Option<Priority>,
     pub labels: Option<&'a [String]>,
     pub parent_task_id: Option<uuid::Uuid>,
+    pub repeat: Option<&'a str>,
+}
+
+/// A task's fields, checked, ready to write.
+struct Fields {
+    title: String,
+    description: Option<String>,
+    due: Option<Due>,
+    priority: Priority,
+    labels: Vec<Label>,
+    parent: Option<uuid::Uuid>,
+    repeat: Option<Repeat>,
+}
+
+/// A repeating task needs a due date to repeat from, and a rule that occurs after it.
+fn check_repeat(repeat: Option<&Repeat>, due: Option<&Due>) -> Result<(), StoreError> {
+    match (repeat, due) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(StoreError::invalid(
+            "repeat",
+            "needs a due date to repeat from: give `due` too",
+        )),
+        (Some(repeat), Some(due)) => repeat.next(due).map(drop),
+    }
 }
 
 /// Adds a task. With an idempotency key already used by this user, creates nothing and
@@ -125,49 +156,22 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
         .map(|k| check_text("idempotency_key", k, limits::IDEMPOTENCY_KEY, true))
         .transpose()?;
     let due = new.due.map(|raw| Due::parse("due", raw)).transpose()?;
-    let labels = check_labels(new.labels.unwrap_or_default())?;
-    let priority = new.priority.unwrap_or_default();
-    if let Some(parent) = new.parent_task_id {
+    let repeat = new.repeat.map(Repeat::parse).transpose()?;
+    check_repeat(repeat.as_ref(), due.as_ref())?;
+    let fields = Fields {
+        title,
+        description,
+        due,
+        priority: new.priority.unwrap_or_default(),
+        labels: check_labels(new.labels.unwrap_or_default())?,
+        parent: new.parent_task_id,
+        repeat,
+    };
+    if let Some(parent) = fields.parent {
         check_parent(tx, user, parent, None).await?;
     }
-    let id = DbUuid(uuid::Uuid::now_v7());
-    let created_at = now();
-    let inserted: Option<TaskRow> = on_backend!(tx, |conn| {
-        use schema::tasks::dsl as t;
-        diesel::insert_into(t::tasks)
-            .values((
-                t::id.eq(id),
-                t::user_id.eq(user.as_str()),
-                t::title.eq(&title),
-                t::description.eq(&description),
-                t::completed.eq(false),
-                t::idempotency_key.eq(&idempotency_key),
-                t::created_at.eq(DbTime(created_at)),
-                t::updated_at.eq(DbTime(created_at)),
-                t::due.eq(due.map(|due| due.text())),
-                t::due_at.eq(DbTime(due.map_or_else(no_due, |due| due.instant()))),
-                t::priority.eq(priority.level()),
-                t::parent_task_id.eq(new.parent_task_id.map(DbUuid)),
-            ))
-            .on_conflict((t::user_id, t::idempotency_key))
-            .do_nothing()
-            .returning(TaskRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?
-    });
-    if let Some(row) = inserted {
-        let count = change_task_count(tx, user, 1).await?;
-        if count > quotas.tasks_per_user {
-            return Err(StoreError::QuotaExceeded(format!(
-                "you already have {} tasks, the most this server keeps per user: delete \
-                 some first",
-                quotas.tasks_per_user
-            )));
-        }
-        insert_labels(tx, user, row.id, &labels).await?;
-        let labels = labels.into_iter().map(|label| label.text).collect();
-        return Ok(Task::new(row, labels));
+    if let Some(task) = insert(tx, user, &fields, idempotency_key.as_deref(), quotas).await? {
+        return Ok(task);
     }
     // The key was used before: return what it created.
     let key = idempotency_key.unwrap_or_default();
@@ -187,6 +191,105 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
             "the task for this idempotency_key was deleted".into(),
         )),
     }
+}
+
+/// Writes a new task (counted against the quota); `None` when its idempotency key was
+/// used before.
+async fn insert(
+    tx: &mut Tx,
+    user: &UserId,
+    fields: &Fields,
+    idempotency_key: Option<&str>,
+    quotas: &Quotas,
+) -> Result<Option<Task>, StoreError> {
+    let id = DbUuid(uuid::Uuid::now_v7());
+    let created_at = now();
+    let inserted: Option<TaskRow> = on_backend!(tx, |conn| {
+        use schema::tasks::dsl as t;
+        diesel::insert_into(t::tasks)
+            .values((
+                t::id.eq(id),
+                t::user_id.eq(user.as_str()),
+                t::title.eq(&fields.title),
+                t::description.eq(&fields.description),
+                t::completed.eq(false),
+                t::idempotency_key.eq(idempotency_key),
+                t::created_at.eq(DbTime(created_at)),
+                t::updated_at.eq(DbTime(created_at)),
+                t::due.eq(fields.due.map(|due| due.text())),
+                t::due_at.eq(DbTime(fields.due.map_or_else(no_due, |due| due.instant()))),
+                t::priority.eq(fields.priority.level()),
+                t::parent_task_id.eq(fields.parent.map(DbUuid)),
+                t::repeat.eq(fields.repeat.as_ref().map(Repeat::text)),
+            ))
+            .on_conflict((t::user_id, t::idempotency_key))
+            .do_nothing()
+            .returning(TaskRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?
+    });
+    let Some(row) = inserted else {
+        return Ok(None);
+    };
+    let count = change_task_count(tx, user, 1).await?;
+    if count > quotas.tasks_per_user {
+        return Err(StoreError::QuotaExceeded(format!(
+            "you already have {} tasks, the most this server keeps per user: delete some \
+             first",
+            quotas.tasks_per_user
+        )));
+    }
+    insert_labels(tx, user, row.id, &fields.labels).await?;
+    let labels = fields
+        .labels
+        .iter()
+        .map(|label| label.text.clone())
+        .collect();
+    Ok(Some(Task::new(row, labels)))
+}
+
+/// Completing a repeating task creates its next occurrence: the same fields, the next due
+/// date. `None` for a task that does not repeat.
+async fn roll_over(
+    tx: &mut Tx,
+    user: &UserId,
+    done: &Task,
+    quotas: &Quotas,
+) -> Result<Option<Task>, StoreError> {
+    let (Some(rule), Some(due)) = (&done.repeat, &done.due) else {
+        return Ok(None);
+    };
+    let repeat = Repeat::parse(rule)?;
+    let next = repeat.next(&Due::parse("due", due)?)?;
+    let fields = Fields {
+        title: done.title.clone(),
+        description: done.description.clone(),
+        due: Some(next),
+        priority: done.priority,
+        labels: done
+            .labels
+            .iter()
+            .map(|label| Label::new("labels", label))
+            .collect::<Result<_, _>>()?,
+        parent: done
+            .parent_task_id
+            .as_deref()
+            .map(|id| super::parse_uuid("parent_task_id", id))
+            .transpose()?,
+        repeat: Some(repeat),
+    };
+    insert(tx, user, &fields, None, quotas).await
+}
+
+/// A task as a change left it and, when the change completed a repeating task, the next
+/// occurrence it created.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Completion {
+    pub task: Task,
+    /// The next occurrence of a repeating task this call completed (same fields, the next
+    /// due date); null otherwise.
+    pub next_task: Option<Task>,
 }
 
 /// A parent must be another of the user's tasks and not itself a subtask; a task that
@@ -523,8 +626,12 @@ fn escape_like(text: &str) -> String {
 }
 
 /// Marks a task completed; a completed task is returned unchanged. Its subtasks stay as
-/// they are.
-pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreError> {
+/// they are; a repeating task's next occurrence is created.
+pub async fn complete(
+    tx: &mut UserTx,
+    id: uuid::Uuid,
+    quotas: &Quotas,
+) -> Result<Completion, StoreError> {
     let (tx, user) = tx.split();
     let at = now();
     let updated: Option<TaskRow> = on_backend!(tx, |conn| {
@@ -547,8 +654,15 @@ pub async fn complete(tx: &mut UserTx, id: uuid::Uuid) -> Result<Task, StoreErro
         .optional()?
     });
     match updated {
-        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
-        None => find(tx, user, id).await,
+        Some(row) => {
+            let task = with_labels(tx, vec![row]).await?.remove(0);
+            let next_task = roll_over(tx, user, &task, quotas).await?;
+            Ok(Completion { task, next_task })
+        }
+        None => Ok(Completion {
+            task: find(tx, user, id).await?,
+            next_task: None,
+        }),
     }
 }
 
@@ -566,6 +680,8 @@ pub struct TaskChanges<'a> {
     pub labels: Option<&'a [String]>,
     /// `Some(None)` makes a subtask a task of its own.
     pub parent_task_id: Option<Option<uuid::Uuid>>,
+    /// `Some(None)` stops it repeating.
+    pub repeat: Option<Option<&'a str>>,
     /// Optimistic concurrency: change the task only if it was last updated at this time
     /// (its `updated_at` as last read), else fail with a conflict.
     pub expected_updated_at: Option<&'a str>,
@@ -580,6 +696,7 @@ impl TaskChanges<'_> {
             && self.priority.is_none()
             && self.labels.is_none()
             && self.parent_task_id.is_none()
+            && self.repeat.is_none()
     }
 }
 
@@ -587,13 +704,14 @@ pub async fn update(
     tx: &mut UserTx,
     id: uuid::Uuid,
     changes: TaskChanges<'_>,
-) -> Result<Task, StoreError> {
+    quotas: &Quotas,
+) -> Result<Completion, StoreError> {
     let (tx, user) = tx.split();
     if changes.is_empty() {
         return Err(StoreError::invalid(
             "title",
             "nothing to change: give at least one of title, description, completed, due, \
-             priority, labels, parent_task_id",
+             priority, labels, parent_task_id, repeat",
         ));
     }
     let title = changes
@@ -605,17 +723,24 @@ pub async fn update(
         .map(|d| check_text("description", d, limits::DESCRIPTION, false))
         .transpose()?
         .map(|d| Some(d).filter(|d| !d.is_empty()));
-    let due = changes
+    let new_due = changes
         .due
         .map(|due| due.map(|raw| Due::parse("due", raw)).transpose())
-        .transpose()?
-        .map(|due| {
-            (
-                due.map(|due| due.text()),
-                DbTime(due.map_or_else(no_due, |due| due.instant())),
-            )
-        });
+        .transpose()?;
+    let due = new_due.map(|due| {
+        (
+            due.map(|due| due.text()),
+            DbTime(due.map_or_else(no_due, |due| due.instant())),
+        )
+    });
     let labels = changes.labels.map(check_labels).transpose()?;
+    let new_repeat = changes
+        .repeat
+        .map(|repeat| repeat.map(Repeat::parse).transpose())
+        .transpose()?;
+    let repeat = new_repeat
+        .as_ref()
+        .map(|repeat| repeat.as_ref().map(Repeat::text));
     let expected = changes
         .expected_updated_at
         .map(|raw| {
@@ -634,6 +759,23 @@ pub async fn update(
         .transpose()?;
     if let Some(Some(parent)) = changes.parent_task_id {
         check_parent(tx, user, parent, Some(id)).await?;
+    }
+    if new_due.is_some() || new_repeat.is_some() {
+        // What the task will be: it must still repeat from a due date.
+        let current = find(tx, user, id).await?;
+        let due = match new_due {
+            Some(due) => due,
+            None => current
+                .due
+                .as_deref()
+                .map(|d| Due::parse("due", d))
+                .transpose()?,
+        };
+        let rule = match new_repeat {
+            Some(rule) => rule,
+            None => current.repeat.as_deref().map(Repeat::parse).transpose()?,
+        };
+        check_repeat(rule.as_ref(), due.as_ref())?;
     }
     let at = now();
     let updated: Option<TaskRow> = on_backend!(tx, |conn| {
@@ -654,6 +796,7 @@ pub async fn update(
             changes
                 .parent_task_id
                 .map(|parent| t::parent_task_id.eq(parent.map(DbUuid))),
+            repeat.as_ref().map(|v| t::repeat.eq(v)),
             t::updated_at.eq(DbTime(at)),
         );
         let statement = diesel::update(target);
@@ -692,6 +835,7 @@ pub async fn update(
     });
     match (updated, expected) {
         (Some(row), _) => {
+            let just_completed = row.completed_at == Some(at);
             if let Some(labels) = &labels {
                 on_backend!(tx, |conn| {
                     use schema::task_labels::dsl as l;
@@ -701,7 +845,13 @@ pub async fn update(
                 });
                 insert_labels(tx, user, row.id, labels).await?;
             }
-            Ok(with_labels(tx, vec![row]).await?.remove(0))
+            let task = with_labels(tx, vec![row]).await?.remove(0);
+            let next_task = if just_completed {
+                roll_over(tx, user, &task, quotas).await?
+            } else {
+                None
+            };
+            Ok(Completion { task, next_task })
         }
         (None, None) => Err(StoreError::not_found("task", id)),
         (None, Some(expected)) => {
@@ -785,4 +935,41 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
         Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
         None => Err(StoreError::not_found("task", id)),
     }
+}
+
+/// A label on the user's tasks, and how many carry it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, QueryableByName)]
+pub struct LabelCount {
+    /// As the tasks spell it (the first spelling, alphabetically, when they differ in case).
+    #[diesel(sql_type = Text)]
+    pub label: String,
+    /// Tasks with this label.
+    #[diesel(sql_type = BigInt)]
+    pub tasks: i64,
+    /// Of those, the pending ones.
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+}
+
+/// Every label on the user's tasks, alphabetically (case-insensitive), with counts.
+pub async fn labels(tx: &mut UserTx) -> Result<Vec<LabelCount>, StoreError> {
+    let (tx, user) = tx.split();
+    // A grouped join with a filtered count: SQL both backends read alike (SQLite has
+    // FILTER since 3.30), one placeholder each.
+    let placeholder = match tx.conn {
+        Conn::Postgres(_) => "$1",
+        _ => "?",
+    };
+    let sql = format!(
+        "SELECT min(l.label) AS label, count(*) AS tasks, \
+         count(*) FILTER (WHERE NOT t.completed) AS pending \
+         FROM task_labels l JOIN tasks t ON t.id = l.task_id \
+         WHERE l.user_id = {placeholder} GROUP BY l.label_key ORDER BY l.label_key"
+    );
+    Ok(on_backend!(tx, |conn| {
+        diesel::sql_query(sql.as_str())
+            .bind::<Text, _>(user.as_str())
+            .load::<LabelCount>(conn)
+            .await?
+    }))
 }

@@ -3,7 +3,9 @@
 use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result};
 use crate::store::parse_uuid;
 use crate::store::task_fields::Priority;
-use crate::store::tasks::{self, ListQuery, NewTask, StatusFilter, Task, TaskChanges, TaskSort};
+use crate::store::tasks::{
+    self, Completion, LabelCount, ListQuery, NewTask, StatusFilter, Task, TaskChanges, TaskSort,
+};
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{Json, tool, tool_router};
@@ -34,6 +36,12 @@ pub struct AddTaskArgs {
     /// them.
     #[serde(default)]
     pub parent_task_id: Option<String>,
+    /// Makes it repeat (it needs a due date): RFC 5545 RRULE text with FREQ=DAILY, WEEKLY,
+    /// MONTHLY or YEARLY, INTERVAL, BYDAY (weekly) and BYMONTHDAY (monthly), e.g.
+    /// `FREQ=MONTHLY;BYMONTHDAY=1` or `FREQ=WEEKLY;BYDAY=MO,TH`. Completing it creates the
+    /// next occurrence.
+    #[serde(default)]
+    pub repeat: Option<String>,
     /// Conversation (UUID) whose history should record this call; default: "Tool activity".
     #[serde(default)]
     pub conversation_id: Option<String>,
@@ -142,6 +150,9 @@ pub struct UpdateTaskArgs {
     /// Make it a subtask of this task (UUID); null makes it a task of its own.
     #[serde(default, deserialize_with = "super::null_clears")]
     pub parent_task_id: Option<Option<String>>,
+    /// New repeating rule (as add_task takes it); null stops it repeating.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    pub repeat: Option<Option<String>>,
     /// The task's `updated_at` as you last read it: the update then happens only if nobody
     /// changed the task since, and fails with a conflict otherwise.
     #[serde(default)]
@@ -149,6 +160,20 @@ pub struct UpdateTaskArgs {
     /// Conversation (UUID) whose history should record this call; default: "Tool activity".
     #[serde(default)]
     pub conversation_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListLabelsArgs {
+    /// Conversation (UUID) whose history should record this call; default: "Tool activity".
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LabelList {
+    /// Alphabetically, case-insensitive.
+    pub labels: Vec<LabelCount>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -175,7 +200,7 @@ pub struct DeletedTask {
 #[tool_router(router = task_tools, vis = "pub(super)")]
 impl TodoServer {
     #[tool(
-        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, or a parent task (making it a subtask). Pass an idempotency_key when the call may be retried: the same key never creates a second task.",
+        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, a parent task (making it a subtask) or a repeating rule. Pass an idempotency_key when the call may be retried: the same key never creates a second task.",
         annotations(
             title = "Add task",
             read_only_hint = false,
@@ -204,6 +229,7 @@ impl TodoServer {
             priority: args.priority,
             labels: args.labels.as_deref(),
             parent_task_id,
+            repeat: args.repeat.as_deref(),
         };
         tool_result!(self, call, |tx| {
             let task = tasks::add(tx, new, &self.quotas).await?;
@@ -263,6 +289,29 @@ impl TodoServer {
     }
 
     #[tool(
+        description = "List the labels on the user's tasks, alphabetically, each with how many tasks carry it and how many of those are pending.",
+        annotations(
+            title = "List labels",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        meta = records(RecordIn::NamedConversation)
+    )]
+    async fn list_labels(
+        &self,
+        Extension(call): Extension<Arc<Call>>,
+        Parameters(args): Parameters<Checked<ListLabelsArgs>>,
+    ) -> Result<Json<LabelList>, ToolError> {
+        args.get()?;
+        tool_result!(self, call, |tx| {
+            let labels = tasks::labels(tx).await?;
+            Ok(LabelList { labels })
+        })
+    }
+
+    #[tool(
         description = "Read one task by its id.",
         annotations(
             title = "Get task",
@@ -287,7 +336,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Mark a task completed (its subtasks stay as they are). Completing a task that is already completed changes nothing and is not an error.",
+        description = "Mark a task completed (its subtasks stay as they are). A repeating task's next occurrence is created and returned as next_task. Completing a task that is already completed changes nothing and is not an error.",
         annotations(
             title = "Complete task",
             read_only_hint = false,
@@ -301,17 +350,16 @@ impl TodoServer {
         &self,
         Extension(call): Extension<Arc<Call>>,
         Parameters(args): Parameters<Checked<TaskIdArgs>>,
-    ) -> Result<Json<TaskResult>, ToolError> {
+    ) -> Result<Json<Completion>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         tool_result!(self, call, |tx| {
-            let task = tasks::complete(tx, task_id).await?;
-            Ok(TaskResult { task })
+            tasks::complete(tx, task_id, &self.quotas).await
         })
     }
 
     #[tool(
-        description = "Change a task's title, description, completed state, due date, priority, labels or parent; fields left out stay as they are, null clears due and parent_task_id. Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
+        description = "Change a task's title, description, completed state, due date, priority, labels, parent or repeating rule; fields left out stay as they are, null clears due, parent_task_id and repeat. Completing a repeating task creates its next occurrence (next_task). Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
         annotations(
             title = "Update task",
             read_only_hint = false,
@@ -325,7 +373,7 @@ impl TodoServer {
         &self,
         Extension(call): Extension<Arc<Call>>,
         Parameters(args): Parameters<Checked<UpdateTaskArgs>>,
-    ) -> Result<Json<TaskResult>, ToolError> {
+    ) -> Result<Json<Completion>, ToolError> {
         let args = args.get()?;
         let task_id = parse_uuid("task_id", &args.task_id)?;
         let parent_task_id = args
@@ -346,11 +394,11 @@ impl TodoServer {
             priority: args.priority,
             labels: args.labels.as_deref(),
             parent_task_id,
+            repeat: args.repeat.as_ref().map(Option::as_deref),
             expected_updated_at: args.expected_updated_at.as_deref(),
         };
         tool_result!(self, call, |tx| {
-            let task = tasks::update(tx, task_id, changes).await?;
-            Ok(TaskResult { task })
+            tasks::update(tx, task_id, changes, &self.quotas).await
         })
     }
 

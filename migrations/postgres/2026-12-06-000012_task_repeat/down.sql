@@ -1,0 +1,2 @@
+-- The older schema has no repeating tasks: the rules go, each occurrence stays a task.
+ALTER TABLE tasks DROP COLUMN repeat;
