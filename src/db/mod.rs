@@ -157,6 +157,8 @@ pub struct Database {
     statement_timeout: Duration,
     behind_pooler: bool,
     max_connections: u32,
+    /// SQLite: while any clone of this database lives, its WAL checkpoint thread runs.
+    _checkpoints: Option<Arc<()>>,
 }
 
 #[derive(Clone)]
@@ -201,6 +203,7 @@ impl Database {
     pub async fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, DbError> {
         let connect_errors = ConnectErrors::default();
         let mut behind_pooler = false;
+        let mut checkpoints = None;
         let pool = match url {
             DatabaseUrl::Postgres(url) => {
                 let connector = pg::Connector::new(url)?;
@@ -208,7 +211,11 @@ impl Database {
                 Pool::Postgres(pg::pool(connector, options, &connect_errors))
             }
             DatabaseUrl::Sqlite(path) => {
-                Pool::Sqlite(sqlite::pool(path, options, &connect_errors).await?)
+                let pool = sqlite::pool(path, options, &connect_errors).await?;
+                let alive = Arc::new(());
+                sqlite::spawn_checkpointer(path, Arc::downgrade(&alive));
+                checkpoints = Some(alive);
+                Pool::Sqlite(pool)
             }
         };
         Ok(Database {
@@ -217,6 +224,7 @@ impl Database {
             statement_timeout: options.statement_timeout,
             behind_pooler,
             max_connections: options.max_connections,
+            _checkpoints: checkpoints,
         })
     }
 

@@ -47,7 +47,11 @@ impl SpawnBlocking for OnCallingThread {
 const CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
 PRAGMA foreign_keys = ON;
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;";
+PRAGMA synchronous = NORMAL;
+PRAGMA wal_autocheckpoint = 10000;";
+
+/// How often [`spawn_checkpointer`] copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Once open, a pooled connection never blocks its thread on a lock: SQLite reports a held
 /// lock at once, and [`begin_immediate`] (the only call that takes the write lock: in WAL
@@ -100,6 +104,43 @@ pub async fn pool(
         .connection_timeout(options.acquire_timeout)
         .error_sink(Box::new(errors.clone()))
         .build_unchecked(manager))
+}
+
+/// Checkpoints the WAL from a thread of its own, every [`CHECKPOINT_EVERY`], while
+/// `alive` can be upgraded (the [`super::Database`] holds it).
+///
+/// SQLite's own checkpoint runs inside the commit that crosses `wal_autocheckpoint`
+/// pages: every call writes its record, so one call in ~80 paid ~5 ms of copying and
+/// syncing (measured: the p99 of every read). A passive checkpoint here takes no lock a
+/// writer waits for; the connections' `wal_autocheckpoint` (10,000 pages) stays a safety
+/// net should this thread not run.
+pub fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) {
+    let path = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<SqliteConnection> = None;
+            while alive.upgrade().is_some() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                let Ok(url) = path_str(&path) else { return };
+                if conn.is_none() {
+                    conn = diesel::Connection::establish(&url).ok();
+                }
+                if let Some(open) = conn.as_mut() {
+                    let checkpoint = diesel::connection::SimpleConnection::batch_execute(
+                        open,
+                        "PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(PASSIVE);",
+                    );
+                    if let Err(error) = checkpoint {
+                        tracing::debug!(%error, "WAL checkpoint skipped");
+                        conn = None;
+                    }
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no WAL checkpoint thread: commits will checkpoint");
+    }
 }
 
 /// SQLite's built-in `lower()` folds ASCII only; replacing it makes case-insensitive
