@@ -56,3 +56,55 @@ impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Cached<Q> {
         Ok(true)
     }
 }
+
+/// PostgreSQL's plan for a query, binds and all: `EXPLAIN (COSTS OFF)`, a line a row.
+#[derive(Debug, Clone, Copy)]
+pub struct PgExplain<Q>(pub Q);
+
+/// SQLite's plan for a query: `EXPLAIN QUERY PLAN`, rows of (id, parent, notused, detail).
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteExplain<Q>(pub Q);
+
+impl<Q> QueryId for PgExplain<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> Query for PgExplain<Q> {
+    type SqlType = Text;
+}
+
+impl<Q: QueryFragment<diesel::pg::Pg>> QueryFragment<diesel::pg::Pg> for PgExplain<Q> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        pass.unsafe_to_cache_prepared();
+        pass.push_sql("EXPLAIN (COSTS OFF) ");
+        self.0.walk_ast(pass.reborrow())
+    }
+}
+
+impl<Q> QueryId for SqliteExplain<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> Query for SqliteExplain<Q> {
+    type SqlType = (
+        diesel::sql_types::Integer,
+        diesel::sql_types::Integer,
+        diesel::sql_types::Integer,
+        Text,
+    );
+}
+
+impl<Q: QueryFragment<diesel::sqlite::Sqlite>> QueryFragment<diesel::sqlite::Sqlite>
+    for SqliteExplain<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut pass: AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        pass.unsafe_to_cache_prepared();
+        pass.push_sql("EXPLAIN QUERY PLAN ");
+        self.0.walk_ast(pass.reborrow())
+    }
+}

@@ -5,7 +5,7 @@ use super::cursor::CursorKey;
 use super::repeat::Repeat;
 use super::task_fields::{Due, Label, Priority, check_labels, no_due};
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
-use crate::db::sql::{CachedDsl, coalesce, lower};
+use crate::db::sql::{CachedDsl, PgExplain, SqliteExplain, coalesce, lower};
 use crate::db::{Conn, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, NaiveTime, Utc};
@@ -506,48 +506,81 @@ impl After {
     }
 }
 
-/// A page of tasks in the sort's order, and the cursor of the next page (none at the end).
-pub async fn list(
-    tx: &mut UserTx,
-    query: ListQuery<'_>,
-    cursors: &CursorKey,
-) -> Result<(Vec<Task>, Option<String>), StoreError> {
-    let (tx, user) = tx.split();
-    let limit = page_size("limit", query.limit)?;
-    let after = query
-        .cursor
-        .map(|raw| After::decode(query.sort, cursors, user, raw))
-        .transpose()?;
-    let pattern = query
-        .query
-        .map(|q| check_text("query", q, limits::TITLE, false))
-        .transpose()?
-        .filter(|q| !q.is_empty())
-        .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
-    let due_before = query
-        .due_before
-        .map(|raw| Due::parse("due_before", raw).map(|due| DbTime(due.instant())))
-        .transpose()?;
-    let due_after = query
-        .due_after
-        .map(|raw| Due::parse("due_after", raw).map(|due| DbTime(due.instant())))
-        .transpose()?;
-    let label = query
-        .label
-        .map(|raw| Label::new("label", raw))
-        .transpose()?;
-    let at = now();
-    let today = DbTime(at.date_naive().and_time(NaiveTime::MIN).and_utc());
-    let mut rows: Vec<TaskRow> = on_backend!(tx, |conn| {
-        use schema::task_labels::dsl as l;
-        use schema::tasks::dsl as t;
-        let mut select = t::tasks.filter(t::user_id.eq(user.as_str())).into_boxed();
-        match query.status {
+/// A list_tasks query, checked: what [`list`] runs and [`plan`] explains.
+struct Page {
+    query: ListQuery<'static>,
+    limit: i64,
+    after: Option<After>,
+    pattern: Option<String>,
+    due_before: Option<DbTime>,
+    due_after: Option<DbTime>,
+    label: Option<Label>,
+    now: DbTime,
+    today: DbTime,
+}
+
+impl Page {
+    fn new(query: ListQuery<'_>, cursors: &CursorKey, user: &UserId) -> Result<Page, StoreError> {
+        let limit = page_size("limit", query.limit)?;
+        let after = query
+            .cursor
+            .map(|raw| After::decode(query.sort, cursors, user, raw))
+            .transpose()?;
+        let pattern = query
+            .query
+            .map(|q| check_text("query", q, limits::TITLE, false))
+            .transpose()?
+            .filter(|q| !q.is_empty())
+            .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
+        let due_before = query
+            .due_before
+            .map(|raw| Due::parse("due_before", raw).map(|due| DbTime(due.instant())))
+            .transpose()?;
+        let due_after = query
+            .due_after
+            .map(|raw| Due::parse("due_after", raw).map(|due| DbTime(due.instant())))
+            .transpose()?;
+        let label = query
+            .label
+            .map(|raw| Label::new("label", raw))
+            .transpose()?;
+        let at = now();
+        Ok(Page {
+            // The text arguments are checked into the fields above; the rest is copied.
+            query: ListQuery {
+                query: None,
+                due_before: None,
+                due_after: None,
+                label: None,
+                cursor: None,
+                ..query
+            },
+            limit,
+            after,
+            pattern,
+            due_before,
+            due_after,
+            label,
+            now: DbTime(at),
+            today: DbTime(at.date_naive().and_time(NaiveTime::MIN).and_utc()),
+        })
+    }
+}
+
+/// The boxed SELECT of a [`Page`] of the user's tasks, for the backend of the enclosing
+/// [`on_backend!`] (a macro: the query's type differs by backend).
+macro_rules! page_select {
+    ($page:expr, $user:expr) => {{
+        use $crate::db::schema::task_labels::dsl as l;
+        use $crate::db::schema::tasks::dsl as t;
+        let page: &Page = $page;
+        let mut select = t::tasks.filter(t::user_id.eq($user.as_str())).into_boxed();
+        match page.query.status {
             StatusFilter::All => {}
             StatusFilter::Pending => select = select.filter(t::completed.eq(false)),
             StatusFilter::Completed => select = select.filter(t::completed.eq(true)),
         }
-        if let Some(pattern) = &pattern {
+        if let Some(pattern) = &page.pattern {
             select = select.filter(
                 lower(t::title.nullable())
                     .like(pattern)
@@ -555,39 +588,39 @@ pub async fn list(
                     .or(lower(t::description).like(pattern).escape('\\')),
             );
         }
-        if let Some(before) = due_before {
+        if let Some(before) = page.due_before {
             select = select.filter(t::due_at.lt(before));
         }
-        if let Some(after) = due_after {
+        if let Some(after) = page.due_after {
             select = select
                 .filter(t::due_at.ge(after))
                 .filter(t::due.is_not_null());
         }
-        if query.overdue {
+        if page.query.overdue {
             // Past its moment; an all-day task (a due of 10 characters) past its day.
             select = select
                 .filter(t::completed.eq(false))
-                .filter(t::due_at.lt(DbTime(at)))
-                .filter(t::due_at.lt(today).or(t::due.not_like("____-__-__")));
+                .filter(t::due_at.lt(page.now))
+                .filter(t::due_at.lt(page.today).or(t::due.not_like("____-__-__")));
         }
-        if let Some(label) = &label {
+        if let Some(label) = &page.label {
             select = select.filter(
                 t::id.eq_any(
                     l::task_labels
-                        .filter(l::user_id.eq(user.as_str()))
+                        .filter(l::user_id.eq($user.as_str()))
                         .filter(l::label_key.eq(&label.key))
                         .select(l::task_id),
                 ),
             );
         }
-        if let Some(priority) = query.priority {
+        if let Some(priority) = page.query.priority {
             select = select.filter(t::priority.eq(priority.level()));
         }
-        if let Some(parent) = query.parent_task_id {
+        if let Some(parent) = page.query.parent_task_id {
             select = select.filter(t::parent_task_id.eq(DbUuid(parent)));
         }
         // Keyset pages: a range of the sort's index, its first key bounding the scan.
-        select = match after {
+        select = match page.after {
             None => select,
             Some(After::Created(id)) => select.filter(t::id.lt(id)),
             Some(After::Due(due_at, id)) => select
@@ -597,26 +630,60 @@ pub async fn list(
                 .filter(t::priority.le(level))
                 .filter(t::priority.lt(level).or(t::id.lt(id))),
         };
-        select = match query.sort {
+        select = match page.query.sort {
             TaskSort::Created => select.order(t::id.desc()),
             TaskSort::Due => select.order((t::due_at.asc(), t::id.desc())),
             TaskSort::Priority => select.order((t::priority.desc(), t::id.desc())),
         };
-        select
-            .select(TaskRow::as_select())
-            .limit(limit + 1)
-            .load(conn)
-            .await?
-    });
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+        select.select(TaskRow::as_select()).limit(page.limit + 1)
+    }};
+}
+
+/// A page of tasks in the sort's order, and the cursor of the next page (none at the end).
+pub async fn list(
+    tx: &mut UserTx,
+    query: ListQuery<'_>,
+    cursors: &CursorKey,
+) -> Result<(Vec<Task>, Option<String>), StoreError> {
+    let (tx, user) = tx.split();
+    let page = Page::new(query, cursors, user)?;
+    let mut rows: Vec<TaskRow> =
+        on_backend!(tx, |conn| page_select!(&page, user).load(conn).await?);
+    let more = rows.len() as i64 > page.limit;
+    rows.truncate(page.limit as usize);
     let next = more
         .then(|| {
             rows.last()
-                .map(|row| After::of(query.sort, row).encode(cursors, user))
+                .map(|row| After::of(page.query.sort, row).encode(cursors, user))
         })
         .flatten();
     Ok((with_labels(tx, rows).await?, next))
+}
+
+/// The plan the backend picks for a list_tasks page, a line each (PostgreSQL's `EXPLAIN`,
+/// SQLite's `EXPLAIN QUERY PLAN`): which index serves which filter and sort, for the tests
+/// and the bench to show.
+pub async fn plan(
+    tx: &mut UserTx,
+    query: ListQuery<'_>,
+    cursors: &CursorKey,
+) -> Result<Vec<String>, StoreError> {
+    let (tx, user) = tx.split();
+    let page = Page::new(query, cursors, user)?;
+    Ok(match &mut tx.conn {
+        Conn::Postgres(pooled) => {
+            let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
+            PgExplain(page_select!(&page, user))
+                .load::<String>(&mut session)
+                .await?
+        }
+        Conn::Sqlite(pooled) => SqliteExplain(page_select!(&page, user))
+            .load::<(i32, i32, i32, String)>(&mut **pooled)
+            .await?
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect(),
+    })
 }
 
 fn escape_like(text: &str) -> String {
@@ -946,30 +1013,28 @@ pub struct LabelCount {
     /// Tasks with this label.
     #[diesel(sql_type = BigInt)]
     pub tasks: i64,
-    /// Of those, the pending ones.
-    #[diesel(sql_type = BigInt)]
-    pub pending: i64,
 }
 
-/// Every label on the user's tasks, alphabetically (case-insensitive), with counts.
+/// Every label on the user's tasks, alphabetically (case-insensitive), with counts: from
+/// the label index alone (user_id, label_key, …), no task read.
 pub async fn labels(tx: &mut UserTx) -> Result<Vec<LabelCount>, StoreError> {
     let (tx, user) = tx.split();
-    // A grouped join with a filtered count: SQL both backends read alike (SQLite has
-    // FILTER since 3.30), one placeholder each.
-    let placeholder = match tx.conn {
-        Conn::Postgres(_) => "$1",
-        _ => "?",
-    };
-    let sql = format!(
-        "SELECT min(l.label) AS label, count(*) AS tasks, \
-         count(*) FILTER (WHERE NOT t.completed) AS pending \
-         FROM task_labels l JOIN tasks t ON t.id = l.task_id \
-         WHERE l.user_id = {placeholder} GROUP BY l.label_key ORDER BY l.label_key"
-    );
-    Ok(on_backend!(tx, |conn| {
-        diesel::sql_query(sql.as_str())
-            .bind::<Text, _>(user.as_str())
-            .load::<LabelCount>(conn)
+    let rows: Vec<(String, String, i64)> = on_backend!(tx, |conn| {
+        use diesel::dsl::{count_star, min};
+        use schema::task_labels::dsl as l;
+        l::task_labels
+            .filter(l::user_id.eq(user.as_str()))
+            .group_by(l::label_key)
+            .select((l::label_key, min(l::label), count_star()))
+            .order(l::label_key)
+            .load::<(String, Option<String>, i64)>(conn)
             .await?
-    }))
+            .into_iter()
+            .map(|(key, label, tasks)| (key.clone(), label.unwrap_or(key), tasks))
+            .collect()
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(_, label, tasks)| LabelCount { label, tasks })
+        .collect())
 }

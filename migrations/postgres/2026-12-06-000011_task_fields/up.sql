@@ -39,7 +39,8 @@ CREATE TABLE task_labels (
     CONSTRAINT task_labels_task_fkey FOREIGN KEY (task_id, user_id)
         REFERENCES tasks (id, user_id) ON DELETE CASCADE
 );
-CREATE INDEX task_labels_user_id_label_key_task_id_idx ON task_labels (user_id, label_key, task_id);
+-- list_tasks' label filter and list_labels read this index alone.
+CREATE INDEX task_labels_user_id_label_key_idx ON task_labels (user_id, label_key, label, task_id);
 
 ALTER TABLE task_labels ENABLE ROW LEVEL SECURITY;
 ALTER TABLE task_labels FORCE ROW LEVEL SECURITY;

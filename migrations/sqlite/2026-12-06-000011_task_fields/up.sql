@@ -24,4 +24,5 @@ CREATE TABLE task_labels (
     position  INTEGER NOT NULL CHECK (position BETWEEN 0 AND 19),
     PRIMARY KEY (task_id, label_key)
 ) WITHOUT ROWID;
-CREATE INDEX task_labels_user_id_label_key_task_id_idx ON task_labels (user_id, label_key, task_id);
+-- list_tasks' label filter and list_labels read this index alone.
+CREATE INDEX task_labels_user_id_label_key_idx ON task_labels (user_id, label_key, label, task_id);
