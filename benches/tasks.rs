@@ -37,6 +37,9 @@ const LABELS: [&str; 10] = [
     "work", "home", "errands", "health", "finance", "reading", "travel", "calls", "garden", "kids",
 ];
 const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+/// The same-run baseline: a round trip that reads no table (the machine's speed drifts
+/// between runs; compare each query with it).
+const FLOOR: &str = "protocol floor (tools/list)";
 
 /// list_tasks at the task quota: seeds one user with 10,000 tasks through add_task, then
 /// measures each common filter and sort of list_tasks (first pages, and a walk through
@@ -162,6 +165,12 @@ fn operations(today: NaiveDate, parent: &str) -> Vec<Operation> {
             walk: true,
         },
         Operation {
+            label: FLOOR,
+            tool: "tools/list",
+            arguments: json!({}),
+            walk: false,
+        },
+        Operation {
             label: "list_labels",
             tool: "list_labels",
             arguments: json!({}),
@@ -273,7 +282,7 @@ async fn measure(
         for (index, operation) in operations.iter().enumerate() {
             let mut arguments = operation.arguments.clone();
             arguments["limit"] = json!(PAGE);
-            if operation.tool == "list_labels" {
+            if operation.tool != "list_tasks" {
                 arguments = json!({});
             }
             if operation.walk
@@ -281,7 +290,11 @@ async fn measure(
             {
                 arguments["cursor"] = cursor.clone();
             }
-            let request = Request::tool(operation.tool, arguments.clone());
+            let request = if operation.label == FLOOR {
+                Request::ListTools
+            } else {
+                Request::tool(operation.tool, arguments.clone())
+            };
             let started = Instant::now();
             let answer = client.call(&request).await;
             let latency = started.elapsed();
@@ -382,6 +395,10 @@ async fn seed(client: &mut Client, options: &Options) -> anyhow::Result<String> 
 
 /// The page is in its sort's order and every task passes its filters.
 fn check(operation: &Operation, arguments: &Value, answer: &Value) -> Result<(), String> {
+    if operation.label == FLOOR {
+        // The client checks the answer is a tools/list result.
+        return Ok(());
+    }
     if operation.tool == "list_labels" {
         let labels = answer["labels"].as_array().ok_or("no labels")?;
         if labels.len() != LABELS.len() {
@@ -518,6 +535,12 @@ impl Report<'_> {
             self.options.warmup_calls,
             self.options.calls
         );
+        let floor = self
+            .results
+            .iter()
+            .find(|r| r.label == FLOOR)
+            .map(|r| r.latency.p50.as_secs_f64())
+            .filter(|p50| *p50 > 0.0);
         let rows: Vec<Vec<String>> = self
             .results
             .iter()
@@ -525,6 +548,10 @@ impl Report<'_> {
                 vec![
                     r.label.to_owned(),
                     r.latency.count.to_string(),
+                    floor.map_or_else(
+                        || "?".into(),
+                        |floor| format!("{:.2}", r.latency.p50.as_secs_f64() / floor),
+                    ),
                     ms(r.latency.p50),
                     ms(r.latency.p95),
                     ms(r.latency.p99),
@@ -539,7 +566,16 @@ impl Report<'_> {
             TARGET_P99.as_millis()
         );
         out += &markdown_table(
-            &["operation", "calls", "p50", "p95", "p99", "max", "target"],
+            &[
+                "operation",
+                "calls",
+                "p50 ÷ floor",
+                "p50",
+                "p95",
+                "p99",
+                "max",
+                "target",
+            ],
             &rows,
         );
         let _ = writeln!(out);

@@ -51,7 +51,7 @@ PRAGMA synchronous = NORMAL;
 PRAGMA wal_autocheckpoint = 10000;";
 
 /// How often [`spawn_checkpointer`] copies the WAL back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Once open, a pooled connection never blocks its thread on a lock: SQLite reports a held
 /// lock at once, and [`begin_immediate`] (the only call that takes the write lock: in WAL
@@ -106,7 +106,8 @@ pub async fn pool(
         .build_unchecked(manager))
 }
 
-/// Checkpoints the WAL from a thread of its own, every [`CHECKPOINT_EVERY`], while
+/// Checkpoints the WAL from a thread of its own, every [`CHECKPOINT_EVERY`] (often, so
+/// each copies little and completes between writes), while
 /// `alive` can be upgraded (the [`super::Database`] holds it).
 ///
 /// SQLite's own checkpoint runs inside the commit that crosses `wal_autocheckpoint`
