@@ -9,10 +9,7 @@ ALTER TABLE tasks ADD COLUMN parent_task_id TEXT REFERENCES tasks (id) ON DELETE
     CHECK (parent_task_id <> id);
 
 CREATE INDEX tasks_user_id_due_at_id_idx ON tasks (user_id, due_at, id DESC);
-CREATE INDEX tasks_user_id_completed_due_at_id_idx ON tasks (user_id, completed, due_at, id DESC);
 CREATE INDEX tasks_user_id_priority_id_idx ON tasks (user_id, priority DESC, id DESC);
-CREATE INDEX tasks_user_id_completed_priority_id_idx
-    ON tasks (user_id, completed, priority DESC, id DESC);
 CREATE INDEX tasks_parent_task_id_id_idx ON tasks (parent_task_id, id DESC)
     WHERE parent_task_id IS NOT NULL;
 
