@@ -382,7 +382,7 @@ impl<'q> Finder<'q> {
 }
 
 /// Binds a cursor to its search: the query and the filters.
-fn fingerprint(query: &str, search: &Search<'_>) -> [u8; 6] {
+fn fingerprint(query: &str, search: &Search<'_>) -> [u8; FINGERPRINT] {
     let digest = Sha256::digest(
         format!(
             "{query}\0{:?}\0{:?}\0{}",
@@ -390,46 +390,50 @@ fn fingerprint(query: &str, search: &Search<'_>) -> [u8; 6] {
         )
         .as_bytes(),
     );
-    let mut out = [0u8; 6];
-    out.copy_from_slice(&digest[..6]);
+    let mut out = [0u8; FINGERPRINT];
+    out.copy_from_slice(&digest[..FINGERPRINT]);
     out
 }
 
-/// A position in 16 bytes: `below` (8), `skip` (2, under `RANK_WINDOW`), the search's
-/// fingerprint (6); the cursor's MAC covers them all.
+/// Bytes of a search's fingerprint in its cursors.
+const FINGERPRINT: usize = 8;
+/// A cursor's key: `below` (8 bytes), `skip` (8), the search's fingerprint; the cursor's
+/// MAC covers it all.
+const POSITION_KEY: usize = 16 + FINGERPRINT;
+
 fn encode_position(
     cursors: &CursorKey,
     user: &UserId,
     at: Position,
-    fingerprint: [u8; 6],
+    fingerprint: [u8; FINGERPRINT],
 ) -> String {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&at.below.to_be_bytes());
-    bytes[8..10].copy_from_slice(&(at.skip as u16).to_be_bytes());
-    bytes[10..].copy_from_slice(&fingerprint);
-    cursors.encode(CURSOR_KIND, user, uuid::Uuid::from_bytes(bytes))
+    let mut key = [0u8; POSITION_KEY];
+    key[..8].copy_from_slice(&at.below.to_be_bytes());
+    key[8..16].copy_from_slice(&(at.skip as u64).to_be_bytes());
+    key[16..].copy_from_slice(&fingerprint);
+    cursors.encode_key(CURSOR_KIND, user, &key)
 }
 
 fn decode_position(
     cursors: &CursorKey,
     user: &UserId,
     raw: &str,
-    fingerprint: [u8; 6],
+    fingerprint: [u8; FINGERPRINT],
 ) -> Result<Position, StoreError> {
-    let bytes = cursors
-        .decode(CURSOR_KIND, user, "cursor", raw)?
-        .into_bytes();
-    if bytes[10..] != fingerprint {
+    let key = cursors.decode_key::<POSITION_KEY>(CURSOR_KIND, user, "cursor", raw)?;
+    if key[16..] != fingerprint {
         return Err(StoreError::invalid(
             "cursor",
             "belongs to another search: pass the same query and filters",
         ));
     }
     let mut below = [0u8; 8];
-    below.copy_from_slice(&bytes[..8]);
+    below.copy_from_slice(&key[..8]);
+    let mut skip = [0u8; 8];
+    skip.copy_from_slice(&key[8..16]);
     Ok(Position {
         below: i64::from_be_bytes(below),
-        skip: u16::from_be_bytes([bytes[8], bytes[9]]) as usize,
+        skip: usize::try_from(u64::from_be_bytes(skip)).unwrap_or(usize::MAX),
     })
 }
 

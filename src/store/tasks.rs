@@ -532,14 +532,13 @@ impl Page {
             .transpose()?
             .filter(|q| !q.is_empty())
             .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
-        let due_before = query
-            .due_before
-            .map(|raw| Due::parse("due_before", raw).map(|due| DbTime(due.instant())))
-            .transpose()?;
-        let due_after = query
-            .due_after
-            .map(|raw| Due::parse("due_after", raw).map(|due| DbTime(due.instant())))
-            .transpose()?;
+        // A bound on `due_at`: a date-time's instant, a date's start in UTC.
+        let bound = |field, raw: Option<&str>| {
+            raw.map(|raw| Due::parse(field, raw).map(|due| DbTime(due.instant())))
+                .transpose()
+        };
+        let due_before = bound("due_before", query.due_before)?;
+        let due_after = bound("due_after", query.due_after)?;
         let label = query
             .label
             .map(|raw| Label::new("label", raw))
