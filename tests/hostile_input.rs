@@ -630,6 +630,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("add_task with user_id", "add_task",
          json!({"title": "mine now", "user_id": "bob"}), "unknown field `user_id`"),
         ("list_tasks with user_id", "list_tasks", json!({"user_id": "bob"}), "unknown field `user_id`"),
+        ("list_labels with user_id", "list_labels", json!({"user_id": "bob"}), "unknown field `user_id`"),
         ("start_conversation with owner", "start_conversation",
          json!({"title": "t", "owner": "bob"}), "unknown field `owner`"),
         ("get_conversation_history with user", "get_conversation_history",
@@ -812,7 +813,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let braced: Spell = |id| format!("{{{id}}}");
     let (task, conversation, log) = (&b.task, &b.conversation, &b.activity_log);
     #[rustfmt::skip]
-    let foreign: [(&str, &str, &str, &String, Spell, Args); 25] = [
+    let foreign: [(&str, &str, &str, &String, Spell, Args); 26] = [
         ("B's task: read", "get_task", "task", task, same, |id| json!({ "task_id": id })),
         ("B's task, upper case: read", "get_task", "task", task, upper, |id| json!({ "task_id": id })),
         ("B's task: complete", "complete_task", "task", task, same, |id| json!({ "task_id": id })),
@@ -826,6 +827,8 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         ("B's conversation: add a task to it", "add_task", "conversation", conversation, same,
          |id| json!({"title": "planted", "conversation_id": id})),
         ("B's conversation: list its tasks", "list_tasks", "conversation", conversation, same,
+         |id| json!({ "conversation_id": id })),
+        ("B's conversation: record list_labels in it", "list_labels", "conversation", conversation, same,
          |id| json!({ "conversation_id": id })),
         ("B's conversation: append", "append_message", "conversation", conversation, same,
          |id| json!({"conversation_id": id, "role": "user", "content": "planted"})),
