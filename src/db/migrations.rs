@@ -134,7 +134,7 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
             let mut conn = pg::Connector::new(url)?
                 .establish()
                 .await
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                .map_err(|e| DbError::CannotConnect(e.to_string()))?;
             if let Operation::Status = operation {
                 return pg_applied_versions(&mut conn).await;
             }

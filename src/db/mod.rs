@@ -54,6 +54,10 @@ pub enum DbError {
     Timeout(String),
     #[error("database error: {0}")]
     Query(DieselError),
+    /// The database could not be reached at start (a command's own connection): wrong
+    /// host, port, database name or credentials, or the server is down.
+    #[error("cannot connect to the database: {0}")]
+    CannotConnect(String),
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
     #[error("migration failed: {0}")]
@@ -302,6 +306,34 @@ impl Database {
         Ok(conn)
     }
 
+    /// PostgreSQL: the connected role's name when it is a superuser or has BYPASSRLS, so
+    /// that row-level security does not apply to it. SQLite: none.
+    pub async fn role_bypassing_row_security(&self) -> Result<Option<String>, DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Role {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            bypasses: bool,
+        }
+        if !self.is_postgres() {
+            return Ok(None);
+        }
+        let mut tx = self.autocommit().await?;
+        let role: Role = crate::on_backend!(tx, |conn| {
+            diesel_async::RunQueryDsl::get_result(
+                diesel::sql_query(
+                    "SELECT rolname::text AS name, (rolsuper OR rolbypassrls) AS bypasses \
+                     FROM pg_roles WHERE rolname = current_user",
+                ),
+                conn,
+            )
+            .await?
+        });
+        tx.commit().await?;
+        Ok(role.bypasses.then_some(role.name))
+    }
+
     /// Checks that a connection can be had and answers a trivial query.
     pub async fn ping(&self) -> Result<(), DbError> {
         use crate::on_backend;
@@ -361,6 +393,10 @@ pub enum TxState {
 }
 
 impl Tx {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::Postgres(_))
+    }
+
     /// Whether the transaction's connection turned out closed before anything ran on it;
     /// the error it gave is then [`DbError::StaleConnection`]-worthy.
     pub fn found_dead(&self) -> bool {

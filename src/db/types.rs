@@ -41,8 +41,22 @@ pub mod sql_types_by_backend {
 use sql_types_by_backend::{Id, Instant, JsonDoc};
 
 /// A uuid column value, readable and writable on both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, AsExpression, FromSqlRow)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    AsExpression,
+    FromSqlRow,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(sql_type = Id)]
+#[serde(transparent)]
 pub struct DbUuid(pub uuid::Uuid);
 
 impl ToSql<Id, Pg> for DbUuid {

@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod task_fields;
 pub mod tasks;
 pub mod tokens;
+pub mod transfer;
 pub mod turns;
 pub mod users;
 
@@ -207,6 +208,7 @@ impl StoreError {
             StoreError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             StoreError::Db(
                 DbError::Unavailable(_)
+                | DbError::CannotConnect(_)
                 | DbError::ConnectionLost(_)
                 | DbError::StaleConnection(_)
                 | DbError::CommitOutcomeUnknown(_),

@@ -1,11 +1,13 @@
 //! Users: created on first sight (a token issued for them, or a JWT naming them).
 
 use super::conversations::ensure_activity_logs;
-use super::{StoreError, UserId, UserTx, now, settle};
+use super::{StoreError, UserId, UserTx, format_time, now, quote, settle};
 use crate::db::{Database, DbTime, Tx};
 use crate::on_backend;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use serde::Serialize;
 
 /// Creates the user and their activity logs if missing, in a transaction of their own.
 pub async fn ensure(db: &Database, user: &UserId) -> Result<(), StoreError> {
@@ -47,4 +49,155 @@ async fn exists_in(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
             .optional()?
     });
     Ok(found.is_some())
+}
+
+/// Up to `limit` user ids after `after`, in order (`after` empty: from the first).
+pub async fn page_ids(db: &Database, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+    let mut tx = db.autocommit().await?;
+    let ids = page_ids_in(&mut tx, after, limit).await;
+    settle(tx, ids).await
+}
+
+async fn page_ids_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+    Ok(on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        u::users
+            .filter(u::id.gt(after))
+            .select(u::id)
+            .order(u::id)
+            .limit(limit)
+            .load(conn)
+            .await?
+    }))
+}
+
+/// A user as `todo-mcp user list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: String,
+    pub created_at: String,
+    pub tasks: i32,
+    /// Tokens neither revoked nor expired.
+    pub active_tokens: i64,
+}
+
+/// Up to `limit` users after `after` (empty: from the first), in id order.
+pub async fn list(db: &Database, after: &str, limit: i64) -> Result<Vec<UserSummary>, StoreError> {
+    let mut tx = db.autocommit().await?;
+    let listed = list_in(&mut tx, after, limit).await;
+    settle(tx, listed).await
+}
+
+async fn list_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<UserSummary>, StoreError> {
+    let at = now();
+    let rows: Vec<(String, DateTime<Utc>, i32)> = on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        u::users
+            .filter(u::id.gt(after))
+            .select((u::id, u::created_at, u::task_count))
+            .order(u::id)
+            .limit(limit)
+            .load(conn)
+            .await?
+    });
+    let mut users = Vec::with_capacity(rows.len());
+    for (id, created_at, tasks) in rows {
+        let active_tokens: i64 = on_backend!(tx, |conn| {
+            use schema::api_tokens::dsl as k;
+            k::api_tokens
+                .filter(k::user_id.eq(&id))
+                .filter(k::revoked_at.is_null())
+                .filter(k::expires_at.is_null().or(k::expires_at.gt(DbTime(at))))
+                .count()
+                .get_result(conn)
+                .await?
+        });
+        users.push(UserSummary {
+            created_at: format_time(created_at),
+            id,
+            tasks,
+            active_tokens,
+        });
+    }
+    Ok(users)
+}
+
+/// What erasing a user removed: their row count in every table that holds their rows.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RemovedRows {
+    pub user: String,
+    pub tasks: i64,
+    pub task_labels: i64,
+    pub conversations: i64,
+    pub messages: i64,
+    pub agent_states: i64,
+    pub turns: i64,
+    pub api_tokens: i64,
+    pub mcp_sessions: i64,
+}
+
+/// Erases `user`: every row of theirs, tokens and sessions included, in one transaction
+/// (the user row's deletion cascades to all of them). With `dry_run`, only counts.
+/// Returns what was (or would be) removed; not found if there is no such user.
+pub async fn delete(
+    db: &Database,
+    user: &UserId,
+    dry_run: bool,
+) -> Result<RemovedRows, StoreError> {
+    let mut tx = UserTx::begin(db, user).await?;
+    let counted = delete_in(&mut tx, dry_run).await;
+    match (counted, dry_run) {
+        (Ok(removed), false) => {
+            tx.commit().await?;
+            Ok(removed)
+        }
+        (result, _) => {
+            super::roll_back(tx.tx).await;
+            result
+        }
+    }
+}
+
+async fn delete_in(tx: &mut UserTx, dry_run: bool) -> Result<RemovedRows, StoreError> {
+    let (tx, user) = tx.split();
+    let id = user.as_str();
+    macro_rules! count {
+        ($table:ident) => {
+            on_backend!(tx, |conn| {
+                use schema::$table::dsl as t;
+                t::$table
+                    .filter(t::user_id.eq(id))
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await?
+            })
+        };
+    }
+    let removed = RemovedRows {
+        user: id.to_owned(),
+        tasks: count!(tasks),
+        task_labels: count!(task_labels),
+        conversations: count!(conversations),
+        messages: count!(messages),
+        agent_states: count!(agent_states),
+        turns: count!(turns),
+        api_tokens: count!(api_tokens),
+        mcp_sessions: count!(mcp_sessions),
+    };
+    let deleted = on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        let target = u::users.filter(u::id.eq(id));
+        if dry_run {
+            target.count().get_result::<i64>(conn).await? as usize
+        } else {
+            diesel::delete(target).execute(conn).await?
+        }
+    });
+    if deleted == 0 {
+        return Err(StoreError::NotFound {
+            entity: "user",
+            id: quote(id),
+        });
+    }
+    Ok(removed)
 }

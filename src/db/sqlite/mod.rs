@@ -67,7 +67,7 @@ pub async fn establish(path: &Path) -> Result<Connection, DbError> {
     ensure_parent_dir(path)?;
     let mut conn = Connection::establish(&path_str(path)?)
         .await
-        .map_err(|e| DbError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| DbError::CannotConnect(format!("cannot open {}: {e}", path.display())))?;
     conn.batch_execute(CONNECTION_PRAGMAS).await?;
     Ok(conn)
 }
@@ -178,7 +178,7 @@ pub async fn begin_immediate(conn: &mut Connection) -> diesel::QueryResult<()> {
 pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), DbError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
-            DbError::Unavailable(format!("cannot create folder {}: {e}", dir.display()))
+            DbError::CannotConnect(format!("cannot create folder {}: {e}", dir.display()))
         })?;
     }
     Ok(())

@@ -1,0 +1,249 @@
+//! The `todo-mcp` command line.
+
+mod admin;
+mod cli;
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, JwtArgs, MigrateAction, PoolArgs};
+use std::process::ExitCode;
+use todo_mcp::auth::{Authenticator, JwtOptions};
+use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
+use todo_mcp::store::UserId;
+use todo_mcp::store::scopes::Caller;
+use todo_mcp::store::users;
+use todo_mcp::transport::http::{AuthMode, HttpOptions, ProtectedResource};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    if let Command::Manifest { tools_table } = cli.command {
+        return print_manifest(tools_table);
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Stdio { .. } = cli.command {
+        // One client, one call at a time: a single worker spares every hop between tasks
+        // (stdin reader, server, database connection, stdout writer) a cross-thread wake-up
+        // and the idle worker's spinning. (Multi-threaded still: diesel's migration harness
+        // needs `block_in_place`.)
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("todo-mcp: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("todo-mcp: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_manifest(tools_table: bool) -> ExitCode {
+    let text = if tools_table {
+        todo_mcp::manifest::tools_table()
+    } else {
+        let manifest = todo_mcp::manifest::manifest(&Cli::command());
+        match serde_json::to_string_pretty(&manifest) {
+            Ok(json) => json + "\n",
+            Err(error) => {
+                eprintln!("todo-mcp: cannot encode the manifest: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
+/// Logs go to stderr, always: in stdio mode stdout belongs to the protocol.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
+        eprintln!("todo-mcp: ignoring TODO_MCP_LOG={filter:?} ({error}); logging at info");
+        tracing_subscriber::EnvFilter::new("todo_mcp=info,warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // An empty DATABASE_URL (a client config's blank field) means the default, as unset does.
+    let url = match cli.database_url.as_deref().map(str::trim) {
+        Some(raw) if !raw.is_empty() => DatabaseUrl::parse(raw)?,
+        _ => DatabaseUrl::default_sqlite()?,
+    };
+    match cli.command {
+        Command::Stdio {
+            no_migrate,
+            token,
+            server,
+        } => {
+            let authenticator = Authenticator::new(&jwt_options(&server.jwt)?)?;
+            let db = prepare(&url, &pool_options(&server.pool)?, no_migrate).await?;
+            warn_if_row_security_bypassed(&db).await?;
+            let caller = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(token) => authenticator
+                    .authenticate(&db, token)
+                    .await
+                    .context("TODO_MCP_TOKEN was refused")?,
+                None => {
+                    tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
+                    let user = UserId::local();
+                    users::ensure(&db, &user).await?;
+                    Caller::with_full_access(user)
+                }
+            };
+            tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
+            todo_mcp::transport::stdio::serve(db, caller, server.quotas.quotas()).await
+        }
+        Command::Http {
+            listen,
+            no_auth,
+            allowed_hosts,
+            no_migrate,
+            sessions,
+            session_idle_timeout,
+            server,
+        } => {
+            // Refused before anything is created or migrated.
+            if no_auth && !listen.ip().is_loopback() {
+                bail!(
+                    "--no-auth serves anyone who can connect as the local user: it only listens \
+                     on a loopback address (127.0.0.1, [::1]), not {listen}"
+                );
+            }
+            let sessions = sessions
+                .then(|| seconds("--session-idle-timeout", session_idle_timeout))
+                .transpose()?;
+            let jwt = jwt_options(&server.jwt)?;
+            let authenticator = Authenticator::new(&jwt)?;
+            let resource = server
+                .jwt
+                .public_url
+                .as_deref()
+                .map(|url| ProtectedResource::new(url, jwt.issuer.as_deref()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let db = prepare(&url, &pool_options(&server.pool)?, no_migrate).await?;
+            warn_if_row_security_bypassed(&db).await?;
+            let auth = if no_auth {
+                users::ensure(&db, &UserId::local()).await?;
+                AuthMode::None
+            } else {
+                let warming = authenticator.clone();
+                tokio::spawn(async move { warming.warm_up().await });
+                AuthMode::Tokens(authenticator)
+            };
+            let options = HttpOptions {
+                listen,
+                auth,
+                resource,
+                allowed_hosts,
+                sessions,
+                quotas: server.quotas.quotas(),
+            };
+            todo_mcp::transport::http::serve(db, options).await
+        }
+        Command::Migrate { action } => {
+            admin::migrate(&url, action.unwrap_or(MigrateAction::Run)).await
+        }
+        Command::Token { action } => {
+            let db = prepare(&url, &PoolOptions::default(), false).await?;
+            admin::token(&db, action).await
+        }
+        Command::User { action } => {
+            let db = prepare(&url, &PoolOptions::default(), false).await?;
+            admin::user(&db, action).await
+        }
+        Command::Export { user } => {
+            let db = prepare(&url, &PoolOptions::default(), false).await?;
+            admin::export(&db, user.as_deref()).await
+        }
+        Command::Import { input } => {
+            let db = prepare(&url, &PoolOptions::default(), false).await?;
+            admin::import(&db, input.as_deref()).await
+        }
+        // Printed by `main`, which needs neither a database nor a runtime for it.
+        Command::Manifest { .. } => Ok(()),
+    }
+}
+
+fn pool_options(pool: &PoolArgs) -> anyhow::Result<PoolOptions> {
+    Ok(PoolOptions {
+        max_connections: pool.pool_size.max(1),
+        acquire_timeout: seconds("--pool-timeout", pool.pool_timeout)?,
+        statement_timeout: seconds("--statement-timeout", pool.statement_timeout)?,
+    })
+}
+
+fn jwt_options(jwt: &JwtArgs) -> anyhow::Result<JwtOptions> {
+    Ok(JwtOptions {
+        secret: jwt.jwt_secret.clone(),
+        issuer: jwt.jwt_issuer.clone(),
+        jwks_url: jwt.jwks_url.clone(),
+        audience: jwt.jwt_audience.clone().or_else(|| jwt.public_url.clone()),
+        jwks_cache_ttl: seconds("--jwks-cache-ttl", jwt.jwks_cache_ttl)?,
+        jwks_refresh_min_interval: seconds(
+            "--jwks-refresh-min-interval",
+            jwt.jwks_refresh_min_interval,
+        )?,
+    })
+}
+
+/// Applies pending migrations (unless told not to, in which case it checks there are
+/// none) and opens the pool.
+/// A server warns when its database role bypasses row-level security (the operator's
+/// commands need no such warning: they are expected to run as the owner or an admin).
+async fn warn_if_row_security_bypassed(db: &Database) -> anyhow::Result<()> {
+    if let Some(role) = db.role_bypassing_row_security().await? {
+        tracing::warn!(
+            role = %role,
+            "the database role is a superuser or has BYPASSRLS, so PostgreSQL's row-level \
+             security does not apply to it: users are kept apart by the server's own filters \
+             alone. Connect as an ordinary role (the tables' owner is fine) to keep both."
+        );
+    }
+    Ok(())
+}
+
+async fn prepare(
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+    no_migrate: bool,
+) -> anyhow::Result<Database> {
+    tracing::info!(database = %url.redacted(), "opening database");
+    if no_migrate {
+        let pending: Vec<_> = migrations::status(url)
+            .await?
+            .into_iter()
+            .filter(|m| !m.applied)
+            .map(|m| m.name)
+            .collect();
+        if !pending.is_empty() {
+            bail!(
+                "migrations pending ({}); run `todo-mcp migrate` or start without --no-migrate",
+                pending.join(", ")
+            );
+        }
+    } else {
+        for name in migrations::run_pending(url).await? {
+            tracing::info!(migration = %name, "applied migration");
+        }
+    }
+    Ok(Database::connect(url, options).await?)
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        bail!("{flag} must be a number of seconds above 0 and at most 86400, not {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}

@@ -1,0 +1,878 @@
+//! Export and import: every row of a user, as JSON Lines, between any two databases.
+//!
+//! The format is one JSON object per line, each with a `record` field naming its kind: a
+//! `header` first, then for each user a `user` record followed by that user's rows
+//! (`task`, `task_label`, `conversation`, `message`, `agent_state`, `turn`). A row record
+//! carries every column of its table under the column's name, so an import writes back
+//! exactly what was exported: ids, timestamps, message ids (their order) and idempotency
+//! keys. Tokens and MCP sessions are not exported: credentials are issued anew against
+//! the new database.
+//!
+//! Both directions stream: an export reads each table in pages by its key, and an import
+//! writes each record as it reads it, so memory stays flat for any size. Each user is
+//! exported from one read transaction (a consistent snapshot on PostgreSQL) and imported
+//! in one write transaction: a failed import leaves that user as before, and users already
+//! imported stay. A row already present (same key) is left as it is, so importing the same
+//! file twice changes nothing.
+
+use super::{StoreError, UserId, UserTx, roll_back};
+use crate::db::{Database, DbJson, DbTime, DbUuid, Tx};
+use crate::on_backend;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+/// The `format` a header names; an import refuses any other.
+pub const FORMAT: &str = "todo-mcp-export";
+/// The format's version: raised when a record changes in a way an older import would
+/// misread.
+pub const FORMAT_VERSION: u32 = 1;
+/// Rows read per query while exporting.
+const PAGE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("line {line}: {reason}")]
+    Format { line: u64, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<crate::db::DbError> for TransferError {
+    fn from(error: crate::db::DbError) -> Self {
+        TransferError::Store(StoreError::Db(error))
+    }
+}
+
+impl From<diesel::result::Error> for TransferError {
+    fn from(error: diesel::result::Error) -> Self {
+        TransferError::Store(StoreError::from(error))
+    }
+}
+
+/// One line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Header(Header),
+    User(UserRecord),
+    Task(TaskRecord),
+    TaskLabel(TaskLabelRecord),
+    Conversation(ConversationRecord),
+    Message(MessageRecord),
+    AgentState(AgentStateRecord),
+    Turn(TurnRecord),
+}
+
+impl Record {
+    /// The record kind, as its `record` field names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Header(_) => "header",
+            Record::User(_) => "user",
+            Record::Task(_) => "task",
+            Record::TaskLabel(_) => "task_label",
+            Record::Conversation(_) => "conversation",
+            Record::Message(_) => "message",
+            Record::AgentState(_) => "agent_state",
+            Record::Turn(_) => "turn",
+        }
+    }
+
+    /// The user a row record belongs to (none for the header).
+    fn user_id(&self) -> Option<&str> {
+        match self {
+            Record::Header(_) => None,
+            Record::User(r) => Some(&r.id),
+            Record::Task(r) => Some(&r.user_id),
+            Record::TaskLabel(r) => Some(&r.user_id),
+            Record::Conversation(r) => Some(&r.user_id),
+            Record::Message(r) => Some(&r.user_id),
+            Record::AgentState(r) => Some(&r.user_id),
+            Record::Turn(r) => Some(&r.user_id),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub exported_at: DateTime<Utc>,
+    /// The program and version that wrote it (`todo-mcp 0.1.0`).
+    pub generator: String,
+    /// The backend it was read from (`sqlite`, `postgresql`).
+    pub source: String,
+}
+
+// One struct per table, every column under its own name. `tests/transfer.rs` checks each
+// against the table's columns, so a column added to the schema cannot be left out.
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::users)]
+pub struct UserRecord {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub task_count: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::tasks)]
+pub struct TaskRecord {
+    pub id: DbUuid,
+    pub user_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub due: Option<String>,
+    pub due_at: DateTime<Utc>,
+    pub priority: i16,
+    pub parent_task_id: Option<DbUuid>,
+    pub repeat: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::task_labels)]
+pub struct TaskLabelRecord {
+    pub task_id: DbUuid,
+    pub user_id: String,
+    pub label: String,
+    pub label_key: String,
+    pub position: i16,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::conversations)]
+pub struct ConversationRecord {
+    pub id: DbUuid,
+    pub user_id: String,
+    pub title: Option<String>,
+    pub status: String,
+    pub summary: Option<String>,
+    pub summary_through_message_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub message_count: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::messages)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub conversation_id: DbUuid,
+    pub user_id: String,
+    pub role: String,
+    pub content: String,
+    pub tool_calls: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub kind: String,
+    pub agent_tool_calls: Option<serde_json::Value>,
+    pub tool_call_id: Option<String>,
+    pub hidden_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::agent_states)]
+pub struct AgentStateRecord {
+    pub conversation_id: DbUuid,
+    pub user_id: String,
+    pub version: i32,
+    pub state: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::turns)]
+pub struct TurnRecord {
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub conversation_id: DbUuid,
+    /// Base64 (standard alphabet): a hash of the turn's request, to tell a retry from
+    /// a different turn under the same key.
+    #[serde(with = "base64_bytes")]
+    pub request_hash: Vec<u8>,
+    pub result: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How many records of each kind were written, or inserted and found already present.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Counts(pub BTreeMap<&'static str, u64>);
+
+impl Counts {
+    fn add(&mut self, kind: &'static str) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+
+    pub fn get(&self, kind: &str) -> u64 {
+        self.0.get(kind).copied().unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("nothing");
+        }
+        let parts: Vec<String> = self.0.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Writes `user`'s rows, or every user's, to `out` as JSON Lines; returns what it wrote.
+pub async fn export(
+    db: &Database,
+    only: Option<&UserId>,
+    out: &mut impl Write,
+) -> Result<Counts, TransferError> {
+    let header = Record::Header(Header {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        exported_at: super::now(),
+        generator: concat!("todo-mcp ", env!("CARGO_PKG_VERSION")).into(),
+        source: db.backend_name().into(),
+    });
+    write_record(out, &header)?;
+    let mut counts = Counts::default();
+    match only {
+        Some(user) => {
+            if !super::users::exists(db, user).await? {
+                return Err(StoreError::NotFound {
+                    entity: "user",
+                    id: super::quote(user.as_str()),
+                }
+                .into());
+            }
+            export_user(db, user, out, &mut counts).await?;
+        }
+        None => {
+            // Users a page at a time (user ids are not secret: the users table is outside
+            // row-level security), each exported in a transaction of its own.
+            let mut after = String::new();
+            loop {
+                let ids = super::users::page_ids(db, &after, PAGE).await?;
+                for id in &ids {
+                    export_user(db, &UserId::parse(id)?, out, &mut counts).await?;
+                }
+                match ids.last() {
+                    Some(last) if ids.len() as i64 == PAGE => after = last.clone(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(counts)
+}
+
+fn write_record(out: &mut impl Write, record: &Record) -> Result<(), TransferError> {
+    serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+async fn export_user(
+    db: &Database,
+    user: &UserId,
+    out: &mut impl Write,
+    counts: &mut Counts,
+) -> Result<(), TransferError> {
+    let mut tx = UserTx::begin(db, user).await?;
+    let written = export_user_in(&mut tx, out, counts).await;
+    // Read only: nothing to keep either way.
+    roll_back(tx.tx).await;
+    written
+}
+
+/// Emits `rows` as records, counting them; returns the last row for the next page's key.
+fn emit<R>(
+    out: &mut impl Write,
+    counts: &mut Counts,
+    rows: Vec<R>,
+    wrap: fn(R) -> Record,
+) -> Result<(usize, Option<Record>), TransferError> {
+    let n = rows.len();
+    let mut last = None;
+    for row in rows {
+        let record = wrap(row);
+        write_record(out, &record)?;
+        counts.add(record.kind());
+        last = Some(record);
+    }
+    Ok((n, last))
+}
+
+async fn export_user_in(
+    utx: &mut UserTx,
+    out: &mut impl Write,
+    counts: &mut Counts,
+) -> Result<(), TransferError> {
+    let (tx, user) = utx.split();
+    let user = user.as_str();
+    if tx.is_postgres() {
+        // Every page from the same snapshot: the export is one consistent cut.
+        on_backend!(tx, |conn| {
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(conn)
+                .await?
+        });
+    }
+    let row: UserRecord = on_backend!(tx, |conn| {
+        use schema::users::dsl as u;
+        u::users
+            .filter(u::id.eq(user))
+            .select(UserRecord::as_select())
+            .first(conn)
+            .await?
+    });
+    emit(out, counts, vec![row], Record::User)?;
+
+    // Parents before their subtasks, so an import that checks at once would take them too.
+    for subtasks in [false, true] {
+        let mut after: Option<DbUuid> = None;
+        loop {
+            let rows: Vec<TaskRecord> = on_backend!(tx, |conn| {
+                use schema::tasks::dsl as t;
+                let mut query = t::tasks
+                    .filter(t::user_id.eq(user))
+                    .select(TaskRecord::as_select())
+                    .order(t::id)
+                    .limit(PAGE)
+                    .into_boxed();
+                query = if subtasks {
+                    query.filter(t::parent_task_id.is_not_null())
+                } else {
+                    query.filter(t::parent_task_id.is_null())
+                };
+                if let Some(after) = after {
+                    query = query.filter(t::id.gt(after));
+                }
+                query.load(conn).await?
+            });
+            match emit(out, counts, rows, Record::Task)? {
+                (n, Some(Record::Task(last))) if n as i64 == PAGE => after = Some(last.id),
+                _ => break,
+            }
+        }
+    }
+
+    let mut after: Option<(DbUuid, String)> = None;
+    loop {
+        let rows: Vec<TaskLabelRecord> = on_backend!(tx, |conn| {
+            use schema::task_labels::dsl as l;
+            let mut query = l::task_labels
+                .filter(l::user_id.eq(user))
+                .select(TaskLabelRecord::as_select())
+                .order((l::task_id, l::label_key))
+                .limit(PAGE)
+                .into_boxed();
+            if let Some((task, key)) = after.clone() {
+                query = query.filter(
+                    l::task_id
+                        .gt(task)
+                        .or(l::task_id.eq(task).and(l::label_key.gt(key))),
+                );
+            }
+            query.load(conn).await?
+        });
+        match emit(out, counts, rows, Record::TaskLabel)? {
+            (n, Some(Record::TaskLabel(last))) if n as i64 == PAGE => {
+                after = Some((last.task_id, last.label_key))
+            }
+            _ => break,
+        }
+    }
+
+    let mut after: Option<DbUuid> = None;
+    loop {
+        let rows: Vec<ConversationRecord> = on_backend!(tx, |conn| {
+            use schema::conversations::dsl as c;
+            let mut query = c::conversations
+                .filter(c::user_id.eq(user))
+                .select(ConversationRecord::as_select())
+                .order(c::id)
+                .limit(PAGE)
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(c::id.gt(after));
+            }
+            query.load(conn).await?
+        });
+        match emit(out, counts, rows, Record::Conversation)? {
+            (n, Some(Record::Conversation(last))) if n as i64 == PAGE => after = Some(last.id),
+            _ => break,
+        }
+    }
+
+    // In id order: the order messages were appended in, across all conversations.
+    let mut after: i64 = 0;
+    loop {
+        let rows: Vec<MessageRecord> = on_backend!(tx, |conn| {
+            use schema::messages::dsl as m;
+            m::messages
+                .filter(m::user_id.eq(user))
+                .filter(m::id.gt(after))
+                .select(MessageRecord::as_select())
+                .order(m::id)
+                .limit(PAGE)
+                .load(conn)
+                .await?
+        });
+        match emit(out, counts, rows, Record::Message)? {
+            (n, Some(Record::Message(last))) if n as i64 == PAGE => after = last.id,
+            _ => break,
+        }
+    }
+
+    let mut after: Option<(DbUuid, i32)> = None;
+    loop {
+        let rows: Vec<AgentStateRecord> = on_backend!(tx, |conn| {
+            use schema::agent_states::dsl as s;
+            let mut query = s::agent_states
+                .filter(s::user_id.eq(user))
+                .select(AgentStateRecord::as_select())
+                .order((s::conversation_id, s::version))
+                .limit(PAGE)
+                .into_boxed();
+            if let Some((conversation, version)) = after {
+                query = query.filter(
+                    s::conversation_id.gt(conversation).or(s::conversation_id
+                        .eq(conversation)
+                        .and(s::version.gt(version))),
+                );
+            }
+            query.load(conn).await?
+        });
+        match emit(out, counts, rows, Record::AgentState)? {
+            (n, Some(Record::AgentState(last))) if n as i64 == PAGE => {
+                after = Some((last.conversation_id, last.version))
+            }
+            _ => break,
+        }
+    }
+
+    let mut after: Option<String> = None;
+    loop {
+        let rows: Vec<TurnRecord> = on_backend!(tx, |conn| {
+            use schema::turns::dsl as r;
+            let mut query = r::turns
+                .filter(r::user_id.eq(user))
+                .select(TurnRecord::as_select())
+                .order(r::idempotency_key)
+                .limit(PAGE)
+                .into_boxed();
+            if let Some(after) = after.clone() {
+                query = query.filter(r::idempotency_key.gt(after));
+            }
+            query.load(conn).await?
+        });
+        match emit(out, counts, rows, Record::Turn)? {
+            (n, Some(Record::Turn(last))) if n as i64 == PAGE => after = Some(last.idempotency_key),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// What an import did: records inserted, and records whose row was already there.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Imported {
+    pub users: Vec<String>,
+    pub inserted: Counts,
+    pub already_present: Counts,
+}
+
+/// Reads an export from `input` and writes its rows into `db`, one transaction per user.
+/// `on_user` hears of each user once committed (for progress on a long import).
+pub async fn import(
+    db: &Database,
+    input: impl BufRead,
+    mut on_user: impl FnMut(&str),
+) -> Result<Imported, TransferError> {
+    let mut imported = Imported::default();
+    let mut current: Option<UserImport> = None;
+    let mut saw_header = false;
+    for (index, line) in input.lines().enumerate() {
+        let line_no = index as u64 + 1;
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let format_error = |reason: String| TransferError::Format {
+            line: line_no,
+            reason,
+        };
+        let record: Record = serde_json::from_str(&line)
+            .map_err(|e| format_error(format!("not a record of a todo-mcp export: {e}")))?;
+        let result = match record {
+            Record::Header(header) => {
+                if saw_header || line_no != 1 {
+                    Err(format_error("a header after the first line".into()))
+                } else if header.format != FORMAT || header.version != FORMAT_VERSION {
+                    Err(format_error(format!(
+                        "format {} version {} is not one this todo-mcp reads ({FORMAT} \
+                         version {FORMAT_VERSION})",
+                        super::quote(&header.format),
+                        header.version
+                    )))
+                } else {
+                    saw_header = true;
+                    Ok(())
+                }
+            }
+            _ if !saw_header => Err(format_error(format!(
+                "the first line must be the export's header (`\"record\":\"header\"`), not a \
+                 {} record",
+                record.kind()
+            ))),
+            Record::User(user) => {
+                if let Some(done) = current.take() {
+                    done.finish(&mut imported, &mut on_user).await?;
+                }
+                match UserImport::begin(db, user, &mut imported).await {
+                    Ok(next) => {
+                        current = Some(next);
+                        Ok(())
+                    }
+                    Err(TransferError::Store(StoreError::Invalid { reason, .. })) => {
+                        Err(format_error(format!("bad user id: {reason}")))
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            row => match current.as_mut() {
+                None => Err(format_error(format!(
+                    "a {} record before any user record",
+                    row.kind()
+                ))),
+                Some(user) if row.user_id() != Some(user.user.as_str()) => {
+                    Err(format_error(format!(
+                        "a {} record of user {} within user {}'s records",
+                        row.kind(),
+                        super::quote(row.user_id().unwrap_or_default()),
+                        super::quote(user.user.as_str())
+                    )))
+                }
+                Some(user) => user.insert(row, &mut imported).await.map_err(|e| match e {
+                    TransferError::Store(StoreError::Conflict(reason)) => format_error(reason),
+                    other => other,
+                }),
+            },
+        };
+        if let Err(error) = result {
+            if let Some(open) = current.take() {
+                roll_back(open.tx.tx).await;
+            }
+            return Err(error);
+        }
+    }
+    if !saw_header {
+        return Err(TransferError::Format {
+            line: 0,
+            reason: "the input is empty: no export header".into(),
+        });
+    }
+    if let Some(done) = current.take() {
+        done.finish(&mut imported, &mut on_user).await?;
+    }
+    Ok(imported)
+}
+
+/// One user's import in progress: its open transaction.
+struct UserImport {
+    tx: UserTx,
+    user: UserId,
+    /// The highest message id inserted, for PostgreSQL's id sequence.
+    max_message_id: i64,
+}
+
+impl UserImport {
+    async fn begin(
+        db: &Database,
+        record: UserRecord,
+        imported: &mut Imported,
+    ) -> Result<Self, TransferError> {
+        let user = UserId::parse(&record.id)?;
+        let mut tx = UserTx::begin(db, &user).await?;
+        let begun = Self::begin_in(&mut tx, &record).await;
+        match begun {
+            Ok(inserted) => {
+                let counts = if inserted {
+                    &mut imported.inserted
+                } else {
+                    &mut imported.already_present
+                };
+                counts.add("user");
+                Ok(UserImport {
+                    tx,
+                    user,
+                    max_message_id: 0,
+                })
+            }
+            Err(error) => {
+                roll_back(tx.tx).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn begin_in(tx: &mut UserTx, record: &UserRecord) -> Result<bool, TransferError> {
+        let (tx, user) = tx.split();
+        // References within the user's rows may point forward (a subtask to a parent
+        // that comes later, a summary to a message): check them at commit.
+        let defer = if tx.is_postgres() {
+            "SET CONSTRAINTS ALL DEFERRED"
+        } else {
+            "PRAGMA defer_foreign_keys = ON"
+        };
+        on_backend!(tx, |conn| diesel::sql_query(defer).execute(conn).await?);
+        let inserted = on_backend!(tx, |conn| {
+            use schema::users::dsl as u;
+            diesel::insert_into(u::users)
+                .values((
+                    u::id.eq(user.as_str()),
+                    u::created_at.eq(DbTime(record.created_at)),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?
+        });
+        Ok(inserted == 1)
+    }
+
+    async fn insert(
+        &mut self,
+        record: Record,
+        imported: &mut Imported,
+    ) -> Result<(), TransferError> {
+        let kind = record.kind();
+        let tx = &mut self.tx.tx;
+        let inserted = match &record {
+            Record::Header(_) | Record::User(_) => unreachable!("handled by import"),
+            Record::Task(r) => on_backend!(tx, |conn| {
+                use schema::tasks::dsl as t;
+                diesel::insert_into(t::tasks)
+                    .values((
+                        t::id.eq(r.id),
+                        t::user_id.eq(&r.user_id),
+                        t::title.eq(&r.title),
+                        t::description.eq(r.description.as_deref()),
+                        t::completed.eq(r.completed),
+                        t::idempotency_key.eq(r.idempotency_key.as_deref()),
+                        t::created_at.eq(DbTime(r.created_at)),
+                        t::updated_at.eq(DbTime(r.updated_at)),
+                        t::completed_at.eq(r.completed_at.map(DbTime)),
+                        t::due.eq(r.due.as_deref()),
+                        t::due_at.eq(DbTime(r.due_at)),
+                        t::priority.eq(r.priority),
+                        t::parent_task_id.eq(r.parent_task_id),
+                        t::repeat.eq(r.repeat.as_deref()),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+            Record::TaskLabel(r) => on_backend!(tx, |conn| {
+                use schema::task_labels::dsl as l;
+                diesel::insert_into(l::task_labels)
+                    .values((
+                        l::task_id.eq(r.task_id),
+                        l::user_id.eq(&r.user_id),
+                        l::label.eq(&r.label),
+                        l::label_key.eq(&r.label_key),
+                        l::position.eq(r.position),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+            Record::Conversation(r) => on_backend!(tx, |conn| {
+                use schema::conversations::dsl as c;
+                diesel::insert_into(c::conversations)
+                    .values((
+                        c::id.eq(r.id),
+                        c::user_id.eq(&r.user_id),
+                        c::title.eq(r.title.as_deref()),
+                        c::status.eq(&r.status),
+                        c::summary.eq(r.summary.as_deref()),
+                        c::summary_through_message_id.eq(r.summary_through_message_id),
+                        c::created_at.eq(DbTime(r.created_at)),
+                        c::updated_at.eq(DbTime(r.updated_at)),
+                        c::archived_at.eq(r.archived_at.map(DbTime)),
+                        c::message_count.eq(r.message_count),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+            Record::Message(r) => {
+                let inserted = on_backend!(tx, |conn| {
+                    use schema::messages::dsl as m;
+                    diesel::insert_into(m::messages)
+                        .values((
+                            m::id.eq(r.id),
+                            m::conversation_id.eq(r.conversation_id),
+                            m::user_id.eq(&r.user_id),
+                            m::role.eq(&r.role),
+                            m::content.eq(&r.content),
+                            m::tool_calls.eq(r.tool_calls.as_ref().map(DbJson)),
+                            m::created_at.eq(DbTime(r.created_at)),
+                            m::kind.eq(&r.kind),
+                            m::agent_tool_calls.eq(r.agent_tool_calls.as_ref().map(DbJson)),
+                            m::tool_call_id.eq(r.tool_call_id.as_deref()),
+                            m::hidden_at.eq(r.hidden_at.map(DbTime)),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?
+                });
+                if inserted == 0 {
+                    // Already here is fine only if it is this user's same message: message
+                    // ids are global, and another user's row (invisible here) may hold it.
+                    let same: Option<i64> = on_backend!(tx, |conn| {
+                        use schema::messages::dsl as m;
+                        m::messages
+                            .filter(m::id.eq(r.id))
+                            .filter(m::user_id.eq(&r.user_id))
+                            .filter(m::conversation_id.eq(r.conversation_id))
+                            .select(m::id)
+                            .first(conn)
+                            .await
+                            .optional()?
+                    });
+                    if same.is_none() {
+                        return Err(StoreError::Conflict(format!(
+                            "message id {} is already taken in this database by another \
+                             conversation: import into a database whose messages do not \
+                             overlap this export's",
+                            r.id
+                        ))
+                        .into());
+                    }
+                }
+                self.max_message_id = self.max_message_id.max(r.id);
+                inserted
+            }
+            Record::AgentState(r) => on_backend!(tx, |conn| {
+                use schema::agent_states::dsl as s;
+                diesel::insert_into(s::agent_states)
+                    .values((
+                        s::conversation_id.eq(r.conversation_id),
+                        s::user_id.eq(&r.user_id),
+                        s::version.eq(r.version),
+                        s::state.eq(DbJson(&r.state)),
+                        s::created_at.eq(DbTime(r.created_at)),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+            Record::Turn(r) => on_backend!(tx, |conn| {
+                use schema::turns::dsl as r_;
+                diesel::insert_into(r_::turns)
+                    .values((
+                        r_::user_id.eq(&r.user_id),
+                        r_::idempotency_key.eq(&r.idempotency_key),
+                        r_::conversation_id.eq(r.conversation_id),
+                        r_::request_hash.eq(&r.request_hash),
+                        r_::result.eq(DbJson(&r.result)),
+                        r_::created_at.eq(DbTime(r.created_at)),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+        };
+        let counts = if inserted == 1 {
+            &mut imported.inserted
+        } else {
+            &mut imported.already_present
+        };
+        counts.add(kind);
+        Ok(())
+    }
+
+    /// Settles the counters the rows imply and commits.
+    async fn finish(
+        mut self,
+        imported: &mut Imported,
+        on_user: &mut impl FnMut(&str),
+    ) -> Result<(), TransferError> {
+        let finished = self.finish_in().await;
+        match finished {
+            Ok(()) => {
+                self.tx.commit().await?;
+                on_user(self.user.as_str());
+                imported.users.push(self.user.as_str().to_owned());
+                Ok(())
+            }
+            Err(error) => {
+                roll_back(self.tx.tx).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn finish_in(&mut self) -> Result<(), TransferError> {
+        let (tx, user) = self.tx.split();
+        let user = user.as_str();
+        // The user row's task count is what the quota checks: count what is there now.
+        on_backend!(tx, |conn| {
+            use schema::tasks::dsl as t;
+            use schema::users::dsl as u;
+            let tasks: i64 = t::tasks
+                .filter(t::user_id.eq(user))
+                .count()
+                .get_result(conn)
+                .await?;
+            diesel::update(u::users.filter(u::id.eq(user)))
+                .set(u::task_count.eq(i32::try_from(tasks).unwrap_or(i32::MAX)))
+                .execute(conn)
+                .await?
+        });
+        if tx.is_postgres() && self.max_message_id > 0 {
+            advance_message_ids(tx, self.max_message_id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL: moves the message id sequence past `max`, so new messages get higher ids
+/// than the imported ones (never back: `nextval` first takes the next one atomically).
+async fn advance_message_ids(tx: &mut Tx, max: i64) -> Result<(), TransferError> {
+    on_backend!(tx, |conn| {
+        diesel::sql_query(
+            "SELECT setval(pg_get_serial_sequence('messages', 'id'), $1) \
+             WHERE $1 >= nextval(pg_get_serial_sequence('messages', 'id'))",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(max)
+        .execute(conn)
+        .await?
+    });
+    Ok(())
+}
