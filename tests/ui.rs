@@ -30,6 +30,10 @@ const BOB_MARKER: &str = "ZEBRA-7Q";
 const ALICE_MARKERS: [&str; 3] = ["oat milk", "groceries", ALICE];
 
 const CONVERSATION_TITLE: &str = "Plan the groceries run";
+/// A tool result carrying markup, as a fetched web page might: the page must show it as
+/// text, and nothing in it may run.
+const HOSTILE: &str =
+    "Added. <img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
 const LABELED_TASK: &str = "Buy oat milk";
 const TAX_TASK: &str = "File the tax return";
 const DONE_TASK: &str = "Water the plants";
@@ -130,6 +134,21 @@ async fn api_reads_own_data_and_writes_nothing_sqlite() {
     );
 }
 
+/// A personal server (`--no-auth`): the page needs no sign-in, and shows the local user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_server_needs_no_sign_in() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = start_http(db.url(), &["--no-auth"], &[]).await;
+    let config = get(&server, "/ui/config.json", None).await;
+    assert_eq!(config.json()["sign_in"], "none", "{}", config.body);
+    assert_page_headers(&config, "/ui/config.json");
+    let me = get(&server, "/ui/api/me", None).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    assert_eq!(me.json()["user"], "local");
+    let tasks = get(&server, "/ui/api/tasks", None).await;
+    assert_eq!(tasks.json()["tasks"], json!([]), "{}", tasks.body);
+}
+
 // ---- Seeding, through the MCP tools as an agent would ------------------------------------
 
 async fn seed(db: &TestDb, server: &HttpServer) -> Seeded {
@@ -200,9 +219,7 @@ async fn seed(db: &TestDb, server: &HttpServer) -> Seeded {
         json!({"label": "groceries", "conversation_id": conversation}),
     )
     .await;
-    append(json!({"role": "tool", "tool_call_id": "call_oat_1",
-                  "content": "Added \"Buy oat milk\", due 2026-12-24."}))
-    .await;
+    append(json!({"role": "tool", "tool_call_id": "call_oat_1", "content": HOSTILE})).await;
     alice(
         "save_agent_state",
         json!({"conversation_id": conversation, "state": {"step": "planning", "todo": ["oat milk"]}}),
@@ -307,7 +324,7 @@ async fn run_browser(server: &HttpServer, seeded: &Seeded) -> Value {
             "texts": [
                 "Please put oat milk on my list for Christmas Eve.",
                 "I'll add that task now.",
-                "Added \"Buy oat milk\", due 2026-12-24.",
+                HOSTILE,
                 "Done: oat milk is on your list for Dec 24.",
                 "list_tasks",
             ],

@@ -126,6 +126,10 @@ async function run(page) {
   const answer = timeline.locator('.message.role-tool', { hasText: conversation.tool_call.id });
   check((await answer.count()) === 1, 'the tool result names the call it answers');
 
+  // Markup in a message is text: shown as written, and none of it runs.
+  check((await timeline.locator('img, script').count()) === 0, 'markup in a message made no element');
+  check((await page.evaluate(() => window.__pwned)) === undefined, 'markup in a message ran nothing');
+
   const okRecords = timeline.locator('.record.record-ok');
   const failedRecords = timeline.locator('.record.record-failed');
   check((await okRecords.count()) === conversation.records.ok, `${conversation.records.ok} successful call records (${await okRecords.count()})`);
