@@ -185,6 +185,42 @@ pub async fn get(
     }
 }
 
+/// One kept version of a conversation's agent state, without the state itself (which may
+/// be up to a megabyte): what a list of versions shows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateVersion {
+    pub version: i32,
+    /// When it was saved (RFC 3339, UTC).
+    pub saved_at: String,
+}
+
+/// The kept versions of the conversation's agent state, newest first (none when nothing
+/// was saved); `not_found` when the conversation is not the user's.
+pub async fn versions(
+    tx: &mut UserTx,
+    conversation: uuid::Uuid,
+) -> Result<Vec<StateVersion>, StoreError> {
+    let (tx, user) = tx.split();
+    super::conversations::find(tx, user, conversation).await?;
+    let rows: Vec<(i32, DateTime<Utc>)> = on_backend!(tx, |conn| {
+        use schema::agent_states::dsl as s;
+        s::agent_states
+            .filter(s::conversation_id.eq(DbUuid(conversation)))
+            .filter(s::user_id.eq(user.as_str()))
+            .select((s::version, s::created_at))
+            .order(s::version.desc())
+            .load(conn)
+            .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(version, saved_at)| StateVersion {
+            version,
+            saved_at: format_time(saved_at),
+        })
+        .collect())
+}
+
 async fn latest_version(
     tx: &mut Tx,
     user: &UserId,

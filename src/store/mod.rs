@@ -6,10 +6,12 @@
 //! transaction's. A row of another user is indistinguishable from a missing one.
 //! Transactions are opened, committed and rolled back here and in `crate::db` only: the
 //! layers above call store functions that take a [`UserTx`] (tool calls, see [`calls`]) or
-//! the [`Database`] itself (tokens, users, sessions, secrets), each one transaction.
+//! the [`Database`] itself (tokens, users, sessions, secrets, the web page's reads in
+//! [`browse`]), each one transaction.
 
 pub mod agent_state;
 pub mod audit;
+pub mod browse;
 pub mod calls;
 pub mod conversations;
 pub mod repeat;

@@ -71,6 +71,26 @@ pub enum TaskOrder {
     Priority,
 }
 
+impl From<TaskStatus> for StatusFilter {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::All => StatusFilter::All,
+            TaskStatus::Pending => StatusFilter::Pending,
+            TaskStatus::Completed => StatusFilter::Completed,
+        }
+    }
+}
+
+impl From<TaskOrder> for TaskSort {
+    fn from(order: TaskOrder) -> Self {
+        match order {
+            TaskOrder::Created => TaskSort::Created,
+            TaskOrder::Due => TaskSort::Due,
+            TaskOrder::Priority => TaskSort::Priority,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTasksArgs {
@@ -254,16 +274,8 @@ impl TodoServer {
         Parameters(args): Parameters<Checked<ListTasksArgs>>,
     ) -> Result<Json<TaskList>, ToolError> {
         let args = args.get()?;
-        let status = match args.status.unwrap_or_default() {
-            TaskStatus::All => StatusFilter::All,
-            TaskStatus::Pending => StatusFilter::Pending,
-            TaskStatus::Completed => StatusFilter::Completed,
-        };
-        let sort = match args.sort.unwrap_or_default() {
-            TaskOrder::Created => TaskSort::Created,
-            TaskOrder::Due => TaskSort::Due,
-            TaskOrder::Priority => TaskSort::Priority,
-        };
+        let status = args.status.unwrap_or_default().into();
+        let sort = args.sort.unwrap_or_default().into();
         let parent_task_id = args
             .parent_task_id
             .as_deref()

@@ -1,18 +1,21 @@
 //! MCP over HTTP on one port: Streamable HTTP at `/mcp` (stateless: any replica serves
-//! any request), the legacy HTTP+SSE transport at `/sse` + `/message`, and `/healthz`,
-//! `/readyz` for load balancers.
+//! any request), the legacy HTTP+SSE transport at `/sse` + `/message`, `/healthz`,
+//! `/readyz` for load balancers, and the read-only web page at `/ui` ([`ui`]).
 //!
-//! Every MCP request passes the Host/Origin guard (against DNS rebinding), then bearer
-//! authentication, which names the user the request acts for.
+//! Every request passes the Host/Origin guard (against DNS rebinding); MCP requests and
+//! the page's data requests then pass bearer authentication, which names the user the
+//! request acts for.
 
 mod auth;
 mod guard;
 mod legacy_sse;
 mod reply;
 mod sessions;
+mod ui;
 
 use crate::db::{Database, migrations};
 use crate::store::Quotas;
+use crate::store::browse::Browser;
 use crate::store::scopes::Caller;
 use crate::store::sessions::Sessions;
 use crate::tools::{CallerOfRequest, Identity, TodoServer};
@@ -90,14 +93,15 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     )
     .await?
     .tracking_calls(in_flight.clone());
-    let app = router(db, server, &options, streams.clone());
+    let browser = Browser::new(db.clone()).await?;
+    let app = router(db, server, browser, &options, streams.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
         auth = %options.auth.describe(),
-        "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE)"
+        "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE), /ui (web page)"
     );
     // Answers are small writes (SSE frames); with Nagle's algorithm on, each can wait
     // ~40 ms for the client's delayed ACK.
@@ -181,6 +185,7 @@ struct AppState {
 fn router(
     db: Database,
     server: TodoServer,
+    browser: Browser,
     options: &HttpOptions,
     streams: CancellationToken,
 ) -> Router {
@@ -220,6 +225,7 @@ fn router(
             Router::new().route_service("/mcp", service)
         }
         .layer(axum::middleware::from_fn(reply::require_json_body));
+    let page = ui::routes(browser, auth_state.clone(), &options.auth);
     let authenticated =
         streamable
             .merge(legacy.routes())
@@ -238,6 +244,7 @@ fn router(
     }
     public
         .merge(authenticated)
+        .merge(page)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(guard::HostGuard::new(&allowed_hosts)),
             guard::check_host_and_origin,
