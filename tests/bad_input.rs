@@ -416,7 +416,7 @@ async fn wrong_types_and_unknown_fields_are_refused(db: TestDb) {
         (
             "add_task",
             json!({ "title": 5 }),
-            "invalid `title`: invalid type: integer `5`, expected a string",
+            "invalid `title`: invalid type: number 5, expected a string",
         ),
         ("add_task", json!({}), "missing field `title`"),
         (

@@ -440,7 +440,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     let id = c.id();
     let expect = Expect::Tool {
         kind: "invalid_argument",
-        names: "`title`: invalid type: sequence".into(),
+        names: "`title`: invalid type: array".into(),
     };
     c.push(
         "100 nested arrays as a title",
@@ -597,7 +597,7 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
          "`labels`: 21 labels; a task takes at most 20"),
         ("the same label twice but for case", "update_task",
          json!({"task_id": a.task, "labels": ["Work", "WORK"]}), "`labels`: `WORK` is given twice"),
-        ("a label that is an object", "add_task", json!({"title": "x", "labels": [{"$ne": ""}]}), "`labels[0]`: invalid type: map"),
+        ("a label that is an object", "add_task", json!({"title": "x", "labels": [{"$ne": ""}]}), "`labels[0]`: invalid type: object"),
         ("a task as its own parent", "update_task",
          json!({"task_id": a.task, "parent_task_id": a.task}), "`parent_task_id`: is the task itself"),
         ("B's task as a parent", "add_task",

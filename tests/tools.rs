@@ -669,8 +669,12 @@ async fn update_task_changes_each_field(db: TestDb) {
 
     let nothing = server.err("update_task", json!({ "task_id": id })).await;
     assert!(
-        nothing.starts_with("invalid_argument: "),
-        "an update with nothing to change: {nothing}"
+        nothing.starts_with("invalid_argument: nothing to change: besides task_id"),
+        "an update with nothing to change must say so: {nothing}"
+    );
+    assert!(
+        !nothing.contains("`title`"),
+        "an update with nothing to change must not blame `title`: {nothing}"
     );
     server.client.close().await;
 }

@@ -176,6 +176,10 @@ async fn roll_back(tx: Tx) {
 pub enum StoreError {
     #[error("invalid `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The arguments are each fine but together ask for nothing (an update changing
+    /// nothing): no one field is to blame.
+    #[error("{0}")]
+    NothingRequested(String),
     #[error("{entity} {id} not found")]
     NotFound { entity: &'static str, id: String },
     #[error("{0}")]
@@ -204,7 +208,9 @@ impl StoreError {
     /// What kind of failure this is, for clients and the audit trail.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Invalid { .. } => ErrorKind::InvalidArgument,
+            StoreError::Invalid { .. } | StoreError::NothingRequested(_) => {
+                ErrorKind::InvalidArgument
+            }
             StoreError::NotFound { .. } => ErrorKind::NotFound,
             StoreError::Conflict(_) => ErrorKind::Conflict,
             StoreError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,

@@ -774,10 +774,10 @@ pub async fn update(
 ) -> Result<Completion, StoreError> {
     let (tx, user) = tx.split();
     if changes.is_empty() {
-        return Err(StoreError::invalid(
-            "title",
-            "nothing to change: give at least one of title, description, completed, due, \
-             priority, labels, parent_task_id, repeat",
+        return Err(StoreError::NothingRequested(
+            "nothing to change: besides task_id, give at least one of title, description, \
+             completed, due, priority, labels, parent_task_id, repeat"
+                .into(),
         ));
     }
     let title = changes

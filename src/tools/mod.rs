@@ -343,7 +343,8 @@ impl ServerHandler for TodoServer {
                 shorten(&error.message, MESSAGE_CHARS),
             )),
         };
-        let duration_ms = call.started.elapsed().as_secs_f64() * 1000.0;
+        // To a hundredth of a millisecond: finer digits are noise in a log line.
+        let duration_ms = (call.started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
         match failure {
             None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
             Some(failure) => {
@@ -443,7 +444,7 @@ impl IntoCallToolResult for ToolError {
 }
 
 /// Tool arguments, deserialized so that an error names the field at fault
-/// (`invalid \`limit\`: invalid type: string "x", expected i64`). Its schema is `T`'s.
+/// (`invalid \`limit\`: invalid type: string "x", expected an integer`). Its schema is `T`'s.
 /// Deserializing it never fails: a bad argument is kept as the tool's [`ToolError`], which
 /// [`Checked::get`] returns, so it is answered and recorded like every other failure.
 pub struct Checked<T>(Result<T, ToolError>);
@@ -460,7 +461,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
         Ok(Checked(serde_path_to_error::deserialize(value).map_err(
             |error| {
                 let path = error.path().to_string();
-                let inner = error.into_inner().to_string();
+                let inner = in_json_terms(&error.into_inner().to_string());
                 let message = if path == "." {
                     inner
                 } else {
@@ -469,6 +470,61 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
                 ToolError::new(ErrorKind::InvalidArgument, shorten(&message, MESSAGE_CHARS))
             },
         )))
+    }
+}
+
+/// serde's message for a bad value, in the terms of JSON that a client sent rather than
+/// of the Rust type it was read into: `invalid type: floating point \`1.5\`, expected i64`
+/// becomes `invalid type: number 1.5, expected an integer`. serde words these messages
+/// as `invalid type|value: <what came>, expected <what was wanted>` (de::Error's
+/// defaults); anything else passes through unchanged.
+fn in_json_terms(message: &str) -> String {
+    let Some((got, wanted)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let got = match got.split_once(": ") {
+        Some((what @ ("invalid type" | "invalid value"), value)) => {
+            format!("{what}: {}", json_value(value))
+        }
+        _ => got.to_owned(),
+    };
+    format!("{got}, expected {}", json_type(wanted))
+}
+
+/// serde's `Unexpected` as JSON names it.
+fn json_value(value: &str) -> String {
+    let inner = |prefix: &str| {
+        value
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_owned)
+    };
+    if let Some(number) = inner("integer `").or_else(|| inner("floating point `")) {
+        return format!("number {number}");
+    }
+    if let Some(boolean) = inner("boolean `") {
+        return boolean;
+    }
+    match value {
+        "unit value" | "Option value" => "null".into(),
+        "sequence" => "array".into(),
+        "map" => "object".into(),
+        other => other.into(),
+    }
+}
+
+/// A serde visitor's `expecting` as JSON names the type.
+fn json_type(wanted: &str) -> String {
+    match wanted {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".into(),
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer".into(),
+        "f32" | "f64" => "a number".into(),
+        "a borrowed string" | "a character" | "a char" => "a string".into(),
+        "a sequence" => "an array".into(),
+        "a map" => "an object".into(),
+        "unit" => "null".into(),
+        other if other.starts_with("struct ") => "an object".into(),
+        other => other.into(),
     }
 }
 
@@ -503,6 +559,68 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::json;
+
+    /// Real serde messages (from deserializing, not written here) come out in JSON's terms.
+    #[test]
+    fn type_errors_speak_json() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            x: String,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Args {
+            limit: Option<i64>,
+            count: Option<u32>,
+            ratio: Option<f64>,
+            flag: Option<bool>,
+            names: Option<Vec<String>>,
+            inner: Option<Inner>,
+            title: Option<String>,
+        }
+        let cases = [
+            (
+                json!({"limit": 1.5}),
+                "invalid `limit`: invalid type: number 1.5, expected an integer",
+            ),
+            (
+                json!({"limit": "x"}),
+                "invalid `limit`: invalid type: string \"x\", expected an integer",
+            ),
+            (
+                json!({"count": -1}),
+                "invalid `count`: invalid value: number -1, expected a non-negative integer",
+            ),
+            (
+                json!({"ratio": "x"}),
+                "invalid `ratio`: invalid type: string \"x\", expected a number",
+            ),
+            (
+                json!({"flag": 1}),
+                "invalid `flag`: invalid type: number 1, expected a boolean",
+            ),
+            (
+                json!({"names": {"a": 1}}),
+                "invalid `names`: invalid type: object, expected an array",
+            ),
+            (
+                json!({"inner": "x"}),
+                "invalid `inner`: invalid type: string \"x\", expected an object",
+            ),
+            (
+                json!({"title": true}),
+                "invalid `title`: invalid type: true, expected a string",
+            ),
+        ];
+        for (args, expected) in cases {
+            let checked: Checked<Args> = serde_json::from_value(args.clone()).expect("never fails");
+            let error = checked.get().expect_err("bad arguments").to_string();
+            assert_eq!(error, format!("invalid_argument: {expected}"), "for {args}");
+        }
+    }
 
     /// A tool that forgot `meta = records(…)` would silently record into the activity log.
     #[test]
