@@ -1,4 +1,4 @@
-//! Evidence for README's "Reliability" table, written by the tests that produce it.
+//! Evidence for the Reliability table in docs/reliability.md, written by the tests that produce it.
 //!
 //! A test that tries a class of faults or inputs calls [`record`] once at its end (after its
 //! assertions passed) with how many cases it tried and what it observed. Each call writes
