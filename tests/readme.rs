@@ -1,5 +1,5 @@
-//! The README's promises, checked: its Claude Desktop configuration launches a working
-//! server, and it names the test command CI runs.
+//! The README's promises, checked: its Claude Desktop, Claude Code and VS Code
+//! configurations each launch a working server, and it names the test command CI runs.
 
 mod support;
 
@@ -23,47 +23,71 @@ fn claude_desktop_config() -> Value {
         .expect("README.md has a ```json block with mcpServers")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_desktop_config_launches_a_working_server() {
-    let config = claude_desktop_config();
-    let (name, server) = config["mcpServers"]
-        .as_object()
-        .and_then(|servers| servers.iter().next())
-        .expect("one server configured");
-    assert_eq!(name, "todo");
-    let args: Vec<String> = server["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg").to_owned())
-        .collect();
-    let env = server["env"].as_object().expect("env");
-    assert!(env.contains_key("TODO_MCP_TOKEN") && env.contains_key("DATABASE_URL"));
+/// The first ```json block of the README that configures VS Code's `servers`.
+fn vscode_config() -> Value {
+    readme()
+        .split("```json")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter_map(|block| serde_json::from_str::<Value>(block).ok())
+        .find(|config| config.get("servers").is_some())
+        .expect("README.md has a ```json block with VS Code's servers")
+}
 
-    // Launch as Claude Desktop would: the configured args and env variables, with the
-    // placeholders (binary path, token, Neon URL) replaced by working values.
+/// A server as a client config launches it: command, arguments, environment.
+struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// Launches `launch` as the client would, with the README's placeholders (binary path,
+/// token, database URL) replaced by working values, adds a task through it, and checks
+/// the task is stored for the token's user.
+async fn launches_a_working_server(client_name: &str, launch: Launch) {
     let db = PgTestDb::new().await;
-    let token = create_token(db.url(), "desktop-user");
+    let user = format!("{}-user", client_name.to_lowercase().replace(' ', "-"));
+    let token = create_token(db.url(), &user);
     let mut command = tokio::process::Command::new(support::bin_path());
     command
-        .args(&args)
+        .args(&launch.args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TODO_MCP_TOKEN", &token)
-        .env("DATABASE_URL", db.url())
         // Quiet when all is well; warnings and errors still reach the test output.
         .env("TODO_MCP_LOG", "warn")
         .stderr(Stdio::inherit());
+    for (key, value) in &launch.env {
+        let value = match key.as_str() {
+            "TODO_MCP_TOKEN" => {
+                assert!(
+                    value.starts_with("tmcp_") || value.starts_with("${input:"),
+                    "{client_name}: TODO_MCP_TOKEN should show a token placeholder, not {value:?}"
+                );
+                token.as_str()
+            }
+            "DATABASE_URL" => db.url(),
+            other => panic!("{client_name}: the README sets an unexpected variable {other}"),
+        };
+        command.env(key, value);
+    }
+    assert!(
+        launch.env.iter().any(|(k, _)| k == "TODO_MCP_TOKEN"),
+        "{client_name}'s config must pass TODO_MCP_TOKEN"
+    );
+    if !launch.env.iter().any(|(k, _)| k == "DATABASE_URL") {
+        // The config relies on DATABASE_URL from the environment it is launched in.
+        command.env("DATABASE_URL", db.url());
+    }
     let transport = rmcp::transport::TokioChildProcess::new(command).expect("spawn todo-mcp");
     let client = rmcp::ServiceExt::serve((), transport)
         .await
-        .expect("MCP initialize");
+        .unwrap_or_else(|e| panic!("{client_name}: MCP initialize: {e}"));
     let tools = client.list_all_tools().await.expect("tools/list");
     assert_eq!(tools.len(), support::TOOL_NAMES.len());
+    let title = format!("from {client_name}");
     let added = client
         .call_tool(
             rmcp::model::CallToolRequestParams::new("add_task").with_arguments(
-                json!({ "title": "from the desktop" })
+                json!({ "title": title })
                     .as_object()
                     .cloned()
                     .unwrap_or_default(),
@@ -76,17 +100,102 @@ async fn claude_desktop_config_launches_a_working_server() {
             .structured_content
             .as_ref()
             .map(|c| c["task"]["title"].clone()),
-        Some(json!("from the desktop"))
+        Some(json!(title))
     );
     client.cancel().await.expect("close the session");
 
     let rows = db
         .query_json("SELECT t.title, t.user_id FROM tasks t")
         .await;
+    assert_eq!(rows, [json!({ "title": title, "user_id": user })]);
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|a| a.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+fn env_of(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_object()
+        .map(|env| {
+            env.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_desktop_config_launches_a_working_server() {
+    let config = claude_desktop_config();
+    let (name, server) = config["mcpServers"]
+        .as_object()
+        .and_then(|servers| servers.iter().next())
+        .expect("one server configured");
+    assert_eq!(name, "todo");
+    let env = env_of(&server["env"]);
+    assert!(env.iter().any(|(k, _)| k == "DATABASE_URL"));
+    let launch = Launch {
+        args: strings(&server["args"]),
+        env,
+    };
+    launches_a_working_server("Claude Desktop", launch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vscode_config_launches_a_working_server() {
+    let config = vscode_config();
+    let server = &config["servers"]["todo"];
+    assert_eq!(server["type"], "stdio");
+    assert_eq!(server["command"], "todo-mcp");
+    let input = config["inputs"][0].clone();
+    assert_eq!(input["id"], "todo-token", "the token input: {input}");
     assert_eq!(
-        rows,
-        [json!({ "title": "from the desktop", "user_id": "desktop-user" })]
+        input["password"], true,
+        "the token input must be a password"
     );
+    let remote = &config["servers"]["todo-remote"];
+    assert_eq!(remote["type"], "http");
+    assert_eq!(
+        remote["headers"]["Authorization"],
+        "Bearer ${input:todo-token}"
+    );
+    let launch = Launch {
+        args: strings(&server["args"]),
+        env: env_of(&server["env"]),
+    };
+    launches_a_working_server("VS Code", launch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_command_launches_a_working_server() {
+    // `claude mcp add NAME [--env K=V]... -- COMMAND ARGS...`
+    let readme = readme();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("claude mcp add todo "))
+        .expect("README gives `claude mcp add todo … -- todo-mcp stdio`");
+    let (options, command) = line
+        .split_once(" -- ")
+        .expect("`claude mcp add` separates the command with --");
+    let mut words = command.split_whitespace();
+    assert_eq!(words.next(), Some("todo-mcp"));
+    let args: Vec<String> = words.map(str::to_owned).collect();
+    let mut env = Vec::new();
+    let mut options = options.split_whitespace();
+    while let Some(word) = options.next() {
+        if word == "--env" || word == "-e" {
+            let pair = options.next().expect("--env takes KEY=VALUE");
+            let (key, value) = pair.split_once('=').expect("KEY=VALUE");
+            env.push((key.to_owned(), value.trim_matches('"').to_owned()));
+        }
+    }
+    launches_a_working_server("Claude Code", Launch { args, env }).await;
 }
 
 #[test]
