@@ -535,3 +535,37 @@ async fn import_refuses_what_is_not_an_export() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_sqlite_neither_waits_for_nor_blocks_a_writer() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let source = TestDb::new(Backend::Sqlite).await;
+    populate(&source, "gina").await;
+    // Another process's write transaction, held open across the export.
+    let path = source
+        .as_sqlite()
+        .path()
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned();
+    let mut writer = diesel::sqlite::SqliteConnection::establish(&path).expect("open SQLite");
+    writer
+        .batch_execute(
+            "BEGIN IMMEDIATE; UPDATE users SET task_count = task_count WHERE id = 'gina';",
+        )
+        .expect("hold the write lock");
+    let started = Instant::now();
+    let records = export(&source, &[]);
+    let took = started.elapsed();
+    writer.batch_execute("COMMIT").expect("commit");
+    assert!(
+        records.iter().any(|r| r["record"] == "task"),
+        "the export under a held write lock is empty"
+    );
+    // A writer-waiting export would wait out the 5 s busy timeout, then fail.
+    assert!(
+        took < Duration::from_secs(3),
+        "export waited {took:?} for the writer: it must read from a snapshot"
+    );
+}

@@ -262,11 +262,29 @@ impl Database {
     /// concurrent writers wait for it instead of failing when a read transaction tries to
     /// upgrade.
     pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
+        self.begin_as(scope, false).await
+    }
+
+    /// Starts a read-only transaction that sees one snapshot throughout, scoped to
+    /// `scope`: PostgreSQL's `REPEATABLE READ, READ ONLY`; on SQLite a deferred
+    /// transaction, which in WAL mode neither waits for nor blocks writers. For long
+    /// reads (an export) and reads that must not write (the web page).
+    pub async fn begin_snapshot(&self, scope: Scope<'_>) -> Result<Tx, DbError> {
+        self.begin_as(scope, true).await
+    }
+
+    async fn begin_as(&self, scope: Scope<'_>, snapshot: bool) -> Result<Tx, DbError> {
         let mut conn = self.checkout().await?;
         let state = match &mut conn {
-            Conn::Postgres(_) => TxState::Pending(pg::begin_sql(scope, self.statement_timeout)),
+            Conn::Postgres(_) => {
+                TxState::Pending(pg::begin_sql(scope, self.statement_timeout, snapshot))
+            }
             Conn::Sqlite(c) => {
-                sqlite::begin_immediate(c).await?;
+                if snapshot {
+                    sqlite::begin_deferred(c).await?;
+                } else {
+                    sqlite::begin_immediate(c).await?;
+                }
                 TxState::Open
             }
         };

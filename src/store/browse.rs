@@ -46,7 +46,7 @@ macro_rules! read {
         let db: &Database = &$browser.db;
         let mut stale_connections = 0;
         loop {
-            let mut tx = UserTx::begin(db, $user).await?;
+            let mut tx = UserTx::begin_snapshot(db, $user).await?;
             let result = async {
                 let $tx = &mut tx;
                 $body

@@ -129,6 +129,15 @@ impl UserTx {
         })
     }
 
+    /// A read-only transaction of the user's that sees one snapshot throughout
+    /// ([`Database::begin_snapshot`]).
+    pub async fn begin_snapshot(db: &Database, user: &UserId) -> Result<Self, DbError> {
+        Ok(UserTx {
+            tx: db.begin_snapshot(Scope::User(user.as_str())).await?,
+            user: user.clone(),
+        })
+    }
+
     pub fn user(&self) -> &UserId {
         &self.user
     }

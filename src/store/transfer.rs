@@ -10,7 +10,7 @@
 //!
 //! Both directions stream: an export reads each table in pages by its key, and an import
 //! writes each record as it reads it, so memory stays flat for any size. Each user is
-//! exported from one read transaction (a consistent snapshot on PostgreSQL) and imported
+//! exported from one snapshot (a read-only transaction that blocks no writer) and imported
 //! in one write transaction: a failed import leaves that user as before, and users already
 //! imported stay. A row already present (same key) is left as it is, so importing the same
 //! file twice changes nothing.
@@ -302,7 +302,7 @@ async fn export_user(
     out: &mut impl Write,
     counts: &mut Counts,
 ) -> Result<(), TransferError> {
-    let mut tx = UserTx::begin(db, user).await?;
+    let mut tx = UserTx::begin_snapshot(db, user).await?;
     let written = export_user_in(&mut tx, out, counts).await;
     // Read only: nothing to keep either way.
     roll_back(tx.tx).await;
@@ -334,14 +334,6 @@ async fn export_user_in(
 ) -> Result<(), TransferError> {
     let (tx, user) = utx.split();
     let user = user.as_str();
-    if tx.is_postgres() {
-        // Every page from the same snapshot: the export is one consistent cut.
-        on_backend!(tx, |conn| {
-            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(conn)
-                .await?
-        });
-    }
     let row: UserRecord = on_backend!(tx, |conn| {
         use schema::users::dsl as u;
         u::users

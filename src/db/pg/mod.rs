@@ -160,13 +160,19 @@ pub fn pool(connector: Connector, options: &PoolOptions, errors: &ConnectErrors)
 /// The one simple-query batch that opens a transaction: BEGIN plus its `SET LOCAL`s, which
 /// end with it (so they also hold behind a transaction-mode pooler). The user id goes in
 /// an escape string literal, correct whatever `standard_conforming_strings` says.
-pub fn begin_sql(scope: Scope<'_>, statement_timeout: Duration) -> String {
+pub fn begin_sql(scope: Scope<'_>, statement_timeout: Duration, snapshot: bool) -> String {
     let user = match scope {
         Scope::User(user) => user.replace('\\', "\\\\").replace('\'', "''"),
         Scope::System => String::new(),
     };
+    // A snapshot: every statement sees the database as of the first, and nothing writes.
+    let begin = if snapshot {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    } else {
+        "BEGIN"
+    };
     format!(
-        "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL todo.user_id = E'{user}'",
+        "{begin}; SET LOCAL statement_timeout = {}; SET LOCAL todo.user_id = E'{user}'",
         statement_timeout.as_millis().max(1)
     )
 }

@@ -155,13 +155,21 @@ fn register_unicode_lower(conn: &mut SqliteConnection) -> diesel::QueryResult<()
 /// `BEGIN IMMEDIATE` takes the write lock up front (see `Database::begin`). While another
 /// process holds it, waits without holding a thread, in growing pauses, up to [`LOCK_WAIT`].
 pub async fn begin_immediate(conn: &mut Connection) -> diesel::QueryResult<()> {
+    begin_waiting(conn, "BEGIN IMMEDIATE").await
+}
+
+/// A read transaction: in WAL mode it takes its snapshot at its first read and neither
+/// waits for nor blocks writers.
+pub async fn begin_deferred(conn: &mut Connection) -> diesel::QueryResult<()> {
+    begin_waiting(conn, "BEGIN DEFERRED").await
+}
+
+async fn begin_waiting(conn: &mut Connection, begin: &'static str) -> diesel::QueryResult<()> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
         let begun = conn
-            .spawn_blocking(|inner| {
-                AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")
-            })
+            .spawn_blocking(|inner| AnsiTransactionManager::begin_transaction_sql(inner, begin))
             .await;
         match begun {
             Err(DieselError::DatabaseError(_, info))
