@@ -16,7 +16,7 @@
 //! file twice changes nothing.
 
 use super::{StoreError, UserId, UserTx, roll_back};
-use crate::db::{Database, DbJson, DbTime, DbUuid, Tx};
+use crate::db::{Conn, Database, DbJson, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -226,7 +226,13 @@ pub struct Counts(pub BTreeMap<&'static str, u64>);
 
 impl Counts {
     fn add(&mut self, kind: &'static str) {
-        *self.0.entry(kind).or_default() += 1;
+        self.add_n(kind, 1);
+    }
+
+    fn add_n(&mut self, kind: &'static str, n: u64) {
+        if n > 0 {
+            *self.0.entry(kind).or_default() += n;
+        }
     }
 
     pub fn get(&self, kind: &str) -> u64 {
@@ -599,8 +605,33 @@ pub async fn import(
 struct UserImport {
     tx: UserTx,
     user: UserId,
-    /// The highest message id inserted, for PostgreSQL's id sequence.
+    /// The highest message id imported, for PostgreSQL's id sequence.
     max_message_id: i64,
+    /// Messages read and not yet inserted.
+    messages: Vec<MessageRecord>,
+}
+
+/// Messages inserted per statement: one round trip for many rows (11 parameters a row,
+/// well under PostgreSQL's limit on parameters).
+const MESSAGE_BATCH: usize = 500;
+
+/// The values of a message row, every column (`$m`: the messages table's `dsl`).
+macro_rules! message_row {
+    ($m:ident, $r:expr) => {
+        (
+            $m::id.eq($r.id),
+            $m::conversation_id.eq($r.conversation_id),
+            $m::user_id.eq(&$r.user_id),
+            $m::role.eq(&$r.role),
+            $m::content.eq(&$r.content),
+            $m::tool_calls.eq($r.tool_calls.as_ref().map(DbJson)),
+            $m::created_at.eq(DbTime($r.created_at)),
+            $m::kind.eq(&$r.kind),
+            $m::agent_tool_calls.eq($r.agent_tool_calls.as_ref().map(DbJson)),
+            $m::tool_call_id.eq($r.tool_call_id.as_deref()),
+            $m::hidden_at.eq($r.hidden_at.map(DbTime)),
+        )
+    };
 }
 
 impl UserImport {
@@ -624,6 +655,7 @@ impl UserImport {
                     tx,
                     user,
                     max_message_id: 0,
+                    messages: Vec::with_capacity(MESSAGE_BATCH),
                 })
             }
             Err(error) => {
@@ -662,6 +694,19 @@ impl UserImport {
         record: Record,
         imported: &mut Imported,
     ) -> Result<(), TransferError> {
+        // Messages, the bulk of an export, go in batches; anything else goes in after the
+        // messages before it.
+        let record = match record {
+            Record::Message(message) => {
+                self.messages.push(message);
+                if self.messages.len() >= MESSAGE_BATCH {
+                    self.flush_messages(imported).await?;
+                }
+                return Ok(());
+            }
+            other => other,
+        };
+        self.flush_messages(imported).await?;
         let kind = record.kind();
         let tx = &mut self.tx.tx;
         let inserted = match &record {
@@ -722,54 +767,7 @@ impl UserImport {
                     .execute(conn)
                     .await?
             }),
-            Record::Message(r) => {
-                let inserted = on_backend!(tx, |conn| {
-                    use schema::messages::dsl as m;
-                    diesel::insert_into(m::messages)
-                        .values((
-                            m::id.eq(r.id),
-                            m::conversation_id.eq(r.conversation_id),
-                            m::user_id.eq(&r.user_id),
-                            m::role.eq(&r.role),
-                            m::content.eq(&r.content),
-                            m::tool_calls.eq(r.tool_calls.as_ref().map(DbJson)),
-                            m::created_at.eq(DbTime(r.created_at)),
-                            m::kind.eq(&r.kind),
-                            m::agent_tool_calls.eq(r.agent_tool_calls.as_ref().map(DbJson)),
-                            m::tool_call_id.eq(r.tool_call_id.as_deref()),
-                            m::hidden_at.eq(r.hidden_at.map(DbTime)),
-                        ))
-                        .on_conflict_do_nothing()
-                        .execute(conn)
-                        .await?
-                });
-                if inserted == 0 {
-                    // Already here is fine only if it is this user's same message: message
-                    // ids are global, and another user's row (invisible here) may hold it.
-                    let same: Option<i64> = on_backend!(tx, |conn| {
-                        use schema::messages::dsl as m;
-                        m::messages
-                            .filter(m::id.eq(r.id))
-                            .filter(m::user_id.eq(&r.user_id))
-                            .filter(m::conversation_id.eq(r.conversation_id))
-                            .select(m::id)
-                            .first(conn)
-                            .await
-                            .optional()?
-                    });
-                    if same.is_none() {
-                        return Err(StoreError::Conflict(format!(
-                            "message id {} is already taken in this database by another \
-                             conversation: import into a database whose messages do not \
-                             overlap this export's",
-                            r.id
-                        ))
-                        .into());
-                    }
-                }
-                self.max_message_id = self.max_message_id.max(r.id);
-                inserted
-            }
+            Record::Message(_) => unreachable!("batched by insert"),
             Record::AgentState(r) => on_backend!(tx, |conn| {
                 use schema::agent_states::dsl as s;
                 diesel::insert_into(s::agent_states)
@@ -809,13 +807,86 @@ impl UserImport {
         Ok(())
     }
 
+    /// Inserts the messages read so far. A message id already present must be this user's
+    /// same message (a second import): ids are global, and another user's row, invisible
+    /// here, may hold it.
+    async fn flush_messages(&mut self, imported: &mut Imported) -> Result<(), TransferError> {
+        if self.messages.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.messages);
+        let (tx, user) = self.tx.split();
+        let user = user.as_str();
+        // One multi-row INSERT on PostgreSQL, a round trip saved per row; on SQLite, which
+        // has no round trips (and diesel no multi-row upsert for it), a row at a time.
+        let inserted = match &mut tx.conn {
+            Conn::Postgres(pooled) => {
+                use crate::db::schema::messages::dsl as m;
+                let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
+                let rows: Vec<_> = batch.iter().map(|r| message_row!(m, r)).collect();
+                diesel::insert_into(m::messages)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .execute(&mut session)
+                    .await?
+            }
+            Conn::Sqlite(pooled) => {
+                use crate::db::schema::messages::dsl as m;
+                let mut inserted = 0;
+                for r in &batch {
+                    inserted += diesel::insert_into(m::messages)
+                        .values(message_row!(m, r))
+                        .on_conflict_do_nothing()
+                        .execute(&mut **pooled)
+                        .await?;
+                }
+                inserted
+            }
+        };
+        if inserted < batch.len() {
+            let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
+            let present: Vec<(i64, DbUuid)> = on_backend!(tx, |conn| {
+                use schema::messages::dsl as m;
+                m::messages
+                    .filter(m::id.eq_any(&ids))
+                    .filter(m::user_id.eq(user))
+                    .select((m::id, m::conversation_id))
+                    .load(conn)
+                    .await?
+            });
+            let present: std::collections::HashMap<i64, DbUuid> = present.into_iter().collect();
+            if let Some(taken) = batch
+                .iter()
+                .find(|r| present.get(&r.id) != Some(&r.conversation_id))
+            {
+                return Err(StoreError::Conflict(format!(
+                    "message id {} is already taken in this database by another \
+                     conversation: import into a database whose messages do not overlap \
+                     this export's",
+                    taken.id
+                ))
+                .into());
+            }
+        }
+        let max = batch.iter().map(|r| r.id).max().unwrap_or(0);
+        self.max_message_id = self.max_message_id.max(max);
+        imported.inserted.add_n("message", inserted as u64);
+        imported
+            .already_present
+            .add_n("message", (batch.len() - inserted) as u64);
+        Ok(())
+    }
+
     /// Settles the counters the rows imply and commits.
     async fn finish(
         mut self,
         imported: &mut Imported,
         on_user: &mut impl FnMut(&str),
     ) -> Result<(), TransferError> {
-        let finished = self.finish_in().await;
+        let finished = match self.flush_messages(imported).await {
+            Ok(()) => self.finish_in().await,
+            Err(error) => Err(error),
+        };
         match finished {
             Ok(()) => {
                 self.tx.commit().await?;
