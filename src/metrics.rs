@@ -199,11 +199,20 @@ impl Metrics {
 
     /// The handles recording `tool`'s calls (`name` is a tool the server has, or
     /// [`UNKNOWN_TOOL`]). Asking twice gives the same series.
+    ///
+    /// Only the outcomes a call can have are served (a tool the server has is never
+    /// `unknown_tool`, and a call to one it does not have is nothing else): the others get
+    /// a counter that is never exported, as they are never counted.
     pub fn tool(&self, name: &str) -> ToolMetrics {
+        let known = name != UNKNOWN_TOOL;
         let calls = std::array::from_fn(|index| {
             let outcome = Outcome::all()
                 .nth(index)
                 .expect("Outcome::COUNT counts Outcome::all");
+            let unknown_tool = outcome == Outcome::Failed(ErrorKind::UnknownTool);
+            if known == unknown_tool {
+                return Counter::default();
+            }
             self.tool_calls
                 .get_or_create(&CallLabels {
                     tool: name.to_owned(),
@@ -461,6 +470,7 @@ mod tests {
             "todo_mcp_tool_call_duration_seconds_bucket{le=\"0.005\",tool=\"add_task\"} 1",
             "todo_mcp_transaction_retries_total{tool=\"add_task\",reason=\"contention\"} 0",
             "todo_mcp_auth_refusals_total{reason=\"expired\"} 1",
+            "todo_mcp_tool_calls_total{tool=\"(unknown)\",outcome=\"unknown_tool\"} 0",
             "todo_mcp_auth_refusals_total{reason=\"missing\"} 0",
             "todo_mcp_notifications_sent_total{kind=\"progress\"} 0",
             "todo_mcp_pool_in_use_connections 1",
@@ -477,5 +487,7 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains("tool=\"add_task\",outcome=\"unknown_tool\""));
+        assert!(!text.contains("tool=\"(unknown)\",outcome=\"ok\""));
     }
 }
