@@ -440,6 +440,7 @@ mod tests {
     fn a_recorded_call_shows_in_the_text() {
         let metrics = Metrics::new();
         let tool = metrics.tool("add_task");
+        metrics.tool(UNKNOWN_TOOL);
         let retries = Retries::default();
         tool.record(
             Outcome::Failed(ErrorKind::InvalidArgument),
