@@ -75,25 +75,102 @@ impl AuthError {
         )
     }
 
-    /// A short name for logs (and, later, metrics).
-    pub fn reason(&self) -> &'static str {
+    /// Why the credential was refused, for logs and metrics.
+    pub fn reason(&self) -> Refusal {
         match self {
-            AuthError::Malformed => "malformed",
-            AuthError::Invalid => "invalid",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::Revoked => "revoked",
-            AuthError::WrongIssuer => "wrong_issuer",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::MissingClaim(_) => "missing_claim",
-            AuthError::BadSubject => "bad_subject",
-            AuthError::AlgorithmRefused(_) => "algorithm_refused",
-            AuthError::JwtDisabled => "jwt_disabled",
-            AuthError::Key(KeyError::Unavailable(_)) => "keys_unavailable",
-            AuthError::Key(_) => "unknown_key",
-            AuthError::Store(_) => "store",
+            AuthError::Malformed => Refusal::Malformed,
+            AuthError::Invalid => Refusal::Invalid,
+            AuthError::BadSignature => Refusal::BadSignature,
+            AuthError::Expired => Refusal::Expired,
+            AuthError::NotYetValid => Refusal::NotYetValid,
+            AuthError::Revoked => Refusal::Revoked,
+            AuthError::WrongIssuer => Refusal::WrongIssuer,
+            AuthError::WrongAudience => Refusal::WrongAudience,
+            AuthError::MissingClaim(_) => Refusal::MissingClaim,
+            AuthError::BadSubject => Refusal::BadSubject,
+            AuthError::AlgorithmRefused(_) => Refusal::AlgorithmRefused,
+            AuthError::JwtDisabled => Refusal::JwtDisabled,
+            AuthError::Key(KeyError::Unavailable(_)) => Refusal::KeysUnavailable,
+            AuthError::Key(_) => Refusal::UnknownKey,
+            AuthError::Store(_) => Refusal::Store,
         }
+    }
+}
+
+/// Why a request was refused before any tool ran: a fixed set, so that it can label a
+/// metric (`todo_mcp_auth_refusals_total{reason}`) without unbounded values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    Malformed,
+    Invalid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    Revoked,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    BadSubject,
+    AlgorithmRefused,
+    JwtDisabled,
+    UnknownKey,
+    /// The issuer's keys could not be fetched (503, not 401).
+    KeysUnavailable,
+    /// The database could not check the token (503 when it is unreachable).
+    Store,
+    /// A valid credential whose scopes do not allow the tool called (403).
+    InsufficientScope,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 17] = [
+        Refusal::Missing,
+        Refusal::Malformed,
+        Refusal::Invalid,
+        Refusal::BadSignature,
+        Refusal::Expired,
+        Refusal::NotYetValid,
+        Refusal::Revoked,
+        Refusal::WrongIssuer,
+        Refusal::WrongAudience,
+        Refusal::MissingClaim,
+        Refusal::BadSubject,
+        Refusal::AlgorithmRefused,
+        Refusal::JwtDisabled,
+        Refusal::UnknownKey,
+        Refusal::KeysUnavailable,
+        Refusal::Store,
+        Refusal::InsufficientScope,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::Invalid => "invalid",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::Revoked => "revoked",
+            Refusal::WrongIssuer => "wrong_issuer",
+            Refusal::WrongAudience => "wrong_audience",
+            Refusal::MissingClaim => "missing_claim",
+            Refusal::BadSubject => "bad_subject",
+            Refusal::AlgorithmRefused => "algorithm_refused",
+            Refusal::JwtDisabled => "jwt_disabled",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::KeysUnavailable => "keys_unavailable",
+            Refusal::Store => "store",
+            Refusal::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

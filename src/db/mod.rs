@@ -153,6 +153,38 @@ impl Default for PoolOptions {
     }
 }
 
+/// A snapshot of the connection pool ([`Database::pool_stats`]): bb8's `State` and
+/// `Statistics`, the counts since the pool was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most connections the pool opens.
+    pub max_size: u32,
+    /// Connections open now, idle or in use.
+    pub open: u32,
+    pub idle: u32,
+    /// Callers waiting for a connection now.
+    pub waiting: u64,
+    /// Connections handed out at once, after a wait, or never (timed out).
+    pub got_directly: u64,
+    pub got_after_waiting: u64,
+    pub timed_out: u64,
+    /// Time callers spent waiting, in all.
+    pub wait_time: Duration,
+    pub connections_created: u64,
+    /// Connections closed because they broke, failed their check, grew too old or idled.
+    pub closed_broken: u64,
+    pub closed_invalid: u64,
+    pub closed_max_lifetime: u64,
+    pub closed_idle_timeout: u64,
+}
+
+impl PoolStats {
+    /// Connections handed out now.
+    pub fn in_use(&self) -> u32 {
+        self.open.saturating_sub(self.idle)
+    }
+}
+
 /// A pool of connections to one database, PostgreSQL or SQLite.
 #[derive(Clone)]
 pub struct Database {
@@ -289,6 +321,35 @@ impl Database {
             }
         };
         Ok(Tx { conn, state })
+    }
+
+    /// The pool's state now, for the metrics (read at scrape time: nothing is counted on
+    /// the query path besides what bb8 counts anyway).
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = match &self.pool {
+            Pool::Postgres(pool) => pool.state(),
+            Pool::Sqlite(pool) => pool.state(),
+        };
+        let stats = &state.statistics;
+        PoolStats {
+            max_size: self.max_connections,
+            open: state.connections,
+            idle: state.idle_connections,
+            // Each statistic is read on its own, so a get that started and finished between
+            // two reads could make the difference negative for a moment.
+            waiting: stats
+                .get_started
+                .saturating_sub(stats.get_direct + stats.get_waited + stats.get_timed_out),
+            got_directly: stats.get_direct,
+            got_after_waiting: stats.get_waited,
+            timed_out: stats.get_timed_out,
+            wait_time: stats.get_wait_time,
+            connections_created: stats.connections_created,
+            closed_broken: stats.connections_closed_broken,
+            closed_invalid: stats.connections_closed_invalid,
+            closed_max_lifetime: stats.connections_closed_max_lifetime,
+            closed_idle_timeout: stats.connections_closed_idle_timeout,
+        }
     }
 
     /// How many connections the pool holds at most: as many as can be found closed in a

@@ -14,6 +14,7 @@ use super::{ErrorKind, StoreError, UserId, UserTx, parse_uuid};
 use crate::db::{Database, DbError};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// One tool invocation, as the audit trail needs it.
@@ -26,6 +27,64 @@ pub struct Call {
     pub started: Instant,
     /// Where its record goes, as the tool's definition declares.
     pub records_in: RecordIn,
+    /// The attempts of its transaction that ran again, by why ([`retry_after`] counts them;
+    /// the tools layer reports them as metrics once the call is over).
+    pub retries: Retries,
+}
+
+/// Why a call's transaction ran again: the retryable [`DbError`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// Its pooled connection turned out closed before anything ran (see
+    /// [`DbError::StaleConnection`]).
+    StaleConnection,
+    /// The connection broke before COMMIT.
+    ConnectionLost,
+    /// A serialization failure, deadlock or SQLite busy.
+    Contention,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 3] = [
+        RetryReason::StaleConnection,
+        RetryReason::ConnectionLost,
+        RetryReason::Contention,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::StaleConnection => "stale_connection",
+            RetryReason::ConnectionLost => "connection_lost",
+            RetryReason::Contention => "contention",
+        }
+    }
+
+    fn of(error: &StoreError) -> Option<RetryReason> {
+        match error {
+            StoreError::Db(DbError::StaleConnection(_)) => Some(RetryReason::StaleConnection),
+            StoreError::Db(DbError::ConnectionLost(_)) => Some(RetryReason::ConnectionLost),
+            StoreError::Db(DbError::Contention(_)) => Some(RetryReason::Contention),
+            _ => None,
+        }
+    }
+}
+
+/// How many times a call's transaction ran again, per [`RetryReason`]. Atomics, since the
+/// call is shared (`Arc`) while it runs; in a plain struct, so a call costs no allocation.
+#[derive(Debug, Default)]
+pub struct Retries([AtomicU32; RetryReason::ALL.len()]);
+
+impl Retries {
+    fn add(&self, reason: RetryReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count for each reason, in [`RetryReason::ALL`]'s order.
+    pub fn counts(&self) -> impl Iterator<Item = (RetryReason, u32)> + '_ {
+        RetryReason::ALL
+            .into_iter()
+            .map(|reason| (reason, self.0[reason as usize].load(Ordering::Relaxed)))
+    }
 }
 
 /// Where a call's record goes.
@@ -117,12 +176,16 @@ pub async fn retry_after(
     {
         tracing::info!(tool = %call.tool, user = %call.user, %cause, "retrying the call's transaction on another connection: its pooled one was closed");
         *stale_connections += 1;
+        call.retries.add(RetryReason::StaleConnection);
         return true;
     }
     if !error.is_retryable() || *attempt >= ATTEMPTS {
         return false;
     }
     tracing::info!(tool = %call.tool, user = %call.user, attempt = *attempt, %error, "retrying the call's transaction");
+    if let Some(reason) = RetryReason::of(error) {
+        call.retries.add(reason);
+    }
     tokio::time::sleep(backoff(*attempt)).await;
     *attempt += 1;
     true

@@ -239,7 +239,7 @@ impl StoreError {
 /// The kinds of failure a client sees, each with what it should do about it. A tool
 /// error's text starts with the kind's name (`invalid_argument: …`), and the audit record
 /// stores it as `error.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A bad argument: fix it; nothing was written.
     InvalidArgument,
@@ -265,6 +265,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::QuotaExceeded,
+        ErrorKind::Unavailable,
+        ErrorKind::Busy,
+        ErrorKind::InsufficientScope,
+        ErrorKind::Internal,
+        ErrorKind::UnknownTool,
+        ErrorKind::ProtocolError,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidArgument => "invalid_argument",

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod tasks;
 
 use crate::db::{Database, DbError};
+use crate::metrics::{self, Outcome, ToolMetrics};
 pub use crate::store::calls::{Call, RecordIn};
 use crate::store::cursor::CursorKey;
 use crate::store::scopes::{Caller, TodoScope};
@@ -102,10 +103,12 @@ pub enum Identity {
 pub type CallerOfRequest = Arc<dyn Fn(&Extensions) -> Option<Caller> + Send + Sync>;
 
 /// What the server derives from each tool's definition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ToolRule {
     records_in: RecordIn,
     scope: TodoScope,
+    /// Its calls' series, made once so that a call records without a lookup.
+    metrics: ToolMetrics,
 }
 
 /// The todo-mcp MCP server.
@@ -119,6 +122,8 @@ pub struct TodoServer {
     tool_router: Arc<ToolRouter<Self>>,
     /// Where each tool's records go and the scope it needs, from its definition.
     tool_rules: Arc<HashMap<String, ToolRule>>,
+    /// The series of calls to tools the server does not have (one, whatever the name).
+    unknown_tool: ToolMetrics,
     instructions: Arc<str>,
     /// Counts the calls under way, so a shutdown can wait for them.
     in_flight: Option<TaskTracker>,
@@ -136,6 +141,7 @@ impl TodoServer {
                 let rule = ToolRule {
                     records_in: records_in(tool).unwrap_or(RecordIn::ActivityLog),
                     scope: scope_needed(tool),
+                    metrics: metrics::global().tool(&tool.name),
                 };
                 (tool.name.to_string(), rule)
             })
@@ -147,6 +153,7 @@ impl TodoServer {
             cursors,
             tool_router: Arc::new(tool_router),
             tool_rules: Arc::new(tool_rules),
+            unknown_tool: metrics::global().tool(metrics::UNKNOWN_TOOL),
             instructions: instructions(&tools).into(),
             in_flight: None,
         })
@@ -160,12 +167,6 @@ impl TodoServer {
     /// Every tool's definition (as tools/list gives them), sorted by name.
     pub fn tools() -> Vec<Tool> {
         Self::router().list_all()
-    }
-
-    fn record_rule(&self, tool: &str) -> RecordIn {
-        self.tool_rules
-            .get(tool)
-            .map_or(RecordIn::ActivityLog, |rule| rule.records_in)
     }
 
     /// The scope calling `tool` needs, if the server has such a tool.
@@ -303,12 +304,15 @@ impl ServerHandler for TodoServer {
         let _running = self.in_flight.as_ref().map(TaskTracker::token);
         let caller = self.caller(&context)?;
         let refusal = self.refuse_scope(&caller, &request.name);
+        let rule = self.tool_rules.get(request.name.as_ref());
+        let tool_metrics = rule.map_or(&self.unknown_tool, |rule| &rule.metrics);
         let call = Arc::new(Call {
             user: caller.user,
             tool: request.name.to_string(),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
             started: Instant::now(),
-            records_in: self.record_rule(&request.name),
+            records_in: rule.map_or(RecordIn::ActivityLog, |rule| rule.records_in),
+            retries: Default::default(),
         });
         context.extensions.insert(call.clone());
         let (response, failure) = match refusal {
@@ -345,6 +349,9 @@ impl ServerHandler for TodoServer {
         };
         // To a hundredth of a millisecond: finer digits are noise in a log line.
         let duration_ms = (call.started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+        let outcome = failure
+            .as_ref()
+            .map_or(Outcome::Ok, |failure| Outcome::Failed(failure.kind));
         match failure {
             None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
             Some(failure) => {
@@ -363,6 +370,8 @@ impl ServerHandler for TodoServer {
                 }
             }
         }
+        // After the failure's record: the client waited for it too.
+        tool_metrics.record(outcome, call.started.elapsed(), &call.retries);
         response
     }
 }

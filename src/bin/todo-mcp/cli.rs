@@ -61,7 +61,8 @@ pub enum Command {
         server: ServerArgs,
     },
     /// Serve MCP over HTTP: Streamable HTTP at /mcp, legacy HTTP+SSE at /sse + /message,
-    /// and /healthz, /readyz.
+    /// and /healthz, /readyz; Prometheus metrics at /metrics only if --metrics-listen or
+    /// --metrics-token asks for them.
     ///
     /// Every request acts for the user named by its own `Authorization: Bearer` header (an
     /// API token, or a JWT when TODO_MCP_JWT_SECRET is set); without one it gets 401.
@@ -103,6 +104,8 @@ pub enum Command {
             value_name = "SECONDS"
         )]
         session_idle_timeout: f64,
+        #[command(flatten)]
+        metrics: MetricsArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -151,6 +154,28 @@ pub enum Command {
         #[arg(long)]
         tools_table: bool,
     },
+}
+
+/// Where `http` serves Prometheus metrics (`GET /metrics`): nowhere unless asked, since they
+/// tell anyone who reads them what the server does.
+#[derive(Args)]
+#[command(next_help_heading = "Metrics")]
+pub struct MetricsArgs {
+    /// Serve GET /metrics (Prometheus) on this separate address, and nothing else there:
+    /// e.g. a private network's. The main listener then has no /metrics.
+    #[arg(long, env = "TODO_MCP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Serve GET /metrics only with `Authorization: Bearer TOKEN` (401 otherwise): on the
+    /// main listener, or on --metrics-listen's if given. Prefer the variable (a command
+    /// line is visible to other local users). With neither option /metrics is 404.
+    #[arg(
+        long,
+        env = "TODO_MCP_METRICS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub metrics_token: Option<String>,
 }
 
 /// What both servers take besides their transport's own options.

@@ -12,7 +12,9 @@ use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
 use todo_mcp::store::UserId;
 use todo_mcp::store::scopes::Caller;
 use todo_mcp::store::users;
-use todo_mcp::transport::http::{AuthMode, HttpOptions, ProtectedResource};
+use todo_mcp::transport::http::{
+    AuthMode, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -111,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_migrate,
             sessions,
             session_idle_timeout,
+            metrics,
             server,
         } => {
             // Refused before anything is created or migrated.
@@ -123,6 +126,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sessions = sessions
                 .then(|| seconds("--session-idle-timeout", session_idle_timeout))
                 .transpose()?;
+            let metrics = MetricsOptions {
+                listen: metrics.metrics_listen,
+                token: metrics
+                    .metrics_token
+                    .as_deref()
+                    .map(MetricsToken::new)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?
+                    .map(std::sync::Arc::new),
+            };
             let jwt = jwt_options(&server.jwt)?;
             let authenticator = Authenticator::new(&jwt)?;
             let resource = server
@@ -149,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 allowed_hosts,
                 sessions,
                 quotas: server.quotas.quotas(),
+                metrics,
             };
             todo_mcp::transport::http::serve(db, options).await
         }

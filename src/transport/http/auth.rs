@@ -3,8 +3,9 @@
 //! tool runs; a 401 points to this server's protected resource metadata (RFC 9728); a
 //! `tools/call` its token's scopes do not allow gets 403 `insufficient_scope`.
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Refusal};
 use crate::db::Database;
+use crate::metrics;
 use crate::store::UserId;
 use crate::store::scopes::{Caller, TodoScope};
 use crate::tools::TodoServer;
@@ -158,16 +159,19 @@ pub async fn authenticate(
         AuthMode::None => Caller::with_full_access(UserId::local()),
         AuthMode::Tokens(authenticator) => {
             let Some(token) = bearer_token(&request) else {
+                metrics::global().auth_refused(Refusal::Missing);
                 return state.unauthorized(None, "send `Authorization: Bearer <token>`");
             };
             match authenticator.authenticate(&state.db, token).await {
                 Ok(caller) => caller,
-                Err(error) if error.is_unavailable() => {
-                    tracing::warn!(%error, "cannot check a bearer token");
-                    return unavailable(&error.to_string());
-                }
                 Err(error) => {
-                    tracing::info!(reason = error.reason(), %error, "refused a bearer token");
+                    let reason = error.reason();
+                    metrics::global().auth_refused(reason);
+                    if error.is_unavailable() {
+                        tracing::warn!(%reason, %error, "cannot check a bearer token");
+                        return unavailable(&error.to_string());
+                    }
+                    tracing::info!(%reason, %error, "refused a bearer token");
                     return state.unauthorized(Some("invalid_token"), &error.to_string());
                 }
             }
@@ -188,6 +192,7 @@ pub async fn authenticate(
                 && !caller.scopes.allows(needed)
             {
                 tracing::info!(user = %caller.user, %tool, scope = %needed, "refused a call: insufficient scope");
+                metrics::global().auth_refused(Refusal::InsufficientScope);
                 return state.insufficient_scope(&tool, needed);
             }
         }

@@ -1,6 +1,7 @@
 //! MCP over HTTP on one port: Streamable HTTP at `/mcp` (stateless: any replica serves
 //! any request), the legacy HTTP+SSE transport at `/sse` + `/message`, `/healthz`,
-//! `/readyz` for load balancers, and the read-only web page at `/ui` ([`ui`]).
+//! `/readyz` for load balancers, the read-only web page at `/ui` ([`ui`]), and, when asked
+//! for, Prometheus metrics at `/metrics` ([`metrics`]).
 //!
 //! Every request passes the Host/Origin guard (against DNS rebinding); MCP requests and
 //! the page's data requests then pass bearer authentication, which names the user the
@@ -9,6 +10,7 @@
 mod auth;
 mod guard;
 mod legacy_sse;
+mod metrics;
 mod reply;
 mod sessions;
 mod ui;
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthMode, ProtectedResource};
+pub use metrics::{MetricsOptions, MetricsToken};
 
 /// Requests larger than this are refused (413) before they are read whole. A message's
 /// content may be 100,000 characters, up to 400 KB of UTF-8, plus JSON escaping.
@@ -62,6 +65,8 @@ pub struct HttpOptions {
     /// ended after this long unused.
     pub sessions: Option<std::time::Duration>,
     pub quotas: Quotas,
+    /// Whether, where and to whom `/metrics` is served (by default, nowhere).
+    pub metrics: MetricsOptions,
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -94,7 +99,18 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     .await?
     .tracking_calls(in_flight.clone());
     let browser = Browser::new(db.clone()).await?;
-    let app = router(db, server, browser, &options, streams.clone());
+    let app = router(db.clone(), server, browser, &options, streams.clone());
+    // Bound first, so that its address is logged before the main listener's line (which
+    // says the server is up).
+    if let Some(address) = options.metrics.listen {
+        serve_metrics(
+            address,
+            db,
+            options.metrics.token.clone(),
+            accepting.clone(),
+        )
+        .await?;
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
@@ -129,6 +145,39 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
         } => tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}: stopping anyway"),
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `/metrics` alone on `address` until `accepting` is cancelled. No Host guard there:
+/// Prometheus names its targets by IP address, and this listener is for a private network
+/// (or behind the metrics token), serving nothing a rebinding page could use to act.
+async fn serve_metrics(
+    address: SocketAddr,
+    db: Database,
+    token: Option<Arc<MetricsToken>>,
+    accepting: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {address}: {e}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        bearer = token.is_some(),
+        "serving metrics: /metrics (Prometheus)"
+    );
+    let app =
+        metrics::routes(db, token).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { accepting.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    });
     Ok(())
 }
 
@@ -237,19 +286,25 @@ fn router(
     let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { db });
+        .with_state(AppState { db: db.clone() });
     if let Some(resource) = &options.resource {
         allowed_hosts.extend(resource.authority());
         public = public.merge(Arc::new(resource.clone()).routes());
     }
-    public
-        .merge(authenticated)
-        .merge(page)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard::HostGuard::new(&allowed_hosts)),
-            guard::check_host_and_origin,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    let mut app =
+        public
+            .merge(authenticated)
+            .merge(page)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(guard::HostGuard::new(&allowed_hosts)),
+                guard::check_host_and_origin,
+            ));
+    // Merged after the Host guard, so outside it: Prometheus names a target by its IP
+    // address, and the token protects /metrics from a rebinding page (which has none).
+    if options.metrics.on_main_listener() {
+        app = app.merge(metrics::routes(db, options.metrics.token.clone()));
+    }
+    app.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
