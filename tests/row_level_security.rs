@@ -355,3 +355,40 @@ async fn every_user_table_is_policed() {
     }
     assert_eq!(policed, USER_TABLES.map(str::to_owned), "policed tables");
 }
+
+/// A server connected as a superuser (or a BYPASSRLS role) says on stderr that row-level
+/// security does not apply to it; one connected as an ordinary role says nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_warns_when_its_role_bypasses_row_security() {
+    const WARNING: &str = "is a superuser or has BYPASSRLS";
+    let db = PgTestDb::new().await;
+    grant_app_role(&db).await;
+    let admin = db.client().await;
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .expect("reading the test's role")
+        .get(0);
+    assert!(
+        superuser,
+        "the test database's own role is expected to be a superuser"
+    );
+
+    let token = create_token(db.url(), "warned");
+    let as_superuser = connect_stdio(db.url(), Some(&token), &[]).await;
+    let stderr = as_superuser.close().await;
+    assert!(
+        stderr.contains(WARNING),
+        "no row-level security warning when serving as a superuser:\n{stderr}"
+    );
+
+    let as_app = serve_as_app(&db, "quiet").await;
+    let stderr = as_app.close().await;
+    assert!(
+        !stderr.contains(WARNING),
+        "a warning when serving as an ordinary role:\n{stderr}"
+    );
+}
