@@ -332,9 +332,11 @@ fn init_logging(filter: &str) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let url = match &cli.database_url {
-        Some(raw) => DatabaseUrl::parse(raw)?,
-        None => DatabaseUrl::default_sqlite()?,
+    // An empty DATABASE_URL means the default, as an unset one does: hosts such as Claude
+    // Desktop's bundles pass optional settings left empty as empty variables.
+    let url = match cli.database_url.as_deref().map(str::trim) {
+        Some(raw) if !raw.is_empty() => DatabaseUrl::parse(raw)?,
+        _ => DatabaseUrl::default_sqlite()?,
     };
     let quotas = Quotas {
         tasks_per_user: cli.max_tasks_per_user,
