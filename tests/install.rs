@@ -7,6 +7,9 @@
 //!   stdio, with the settings left empty and with them filled in.
 //! * **MCP registry**: `server.json`, and the one `pack` writes for a release, are valid against
 //!   the registry's published schema (vendored in `packaging/registry/`).
+//! * **crates.io**: `cargo package` builds the crate file, and `cargo install --locked --path`
+//!   of its contents (what `cargo install todo-mcp` does once it is published) installs a lean
+//!   release binary.
 //!
 //! The Node packages and the Python venv are the harness's (tests/support); nothing is skipped.
 
@@ -27,9 +30,13 @@ const PACK_SCRIPT: &str = "packaging/mcpb/pack";
 const SERVER_JSON: &str = "server.json";
 const REGISTRY_SCHEMA: &str = "packaging/registry/server.schema.json";
 
-/// Packing copies and compresses the whole binary.
+/// Packing copies and compresses the whole binary; installing builds a release binary.
 const PACK_TIMEOUT: Duration = Duration::from_secs(300);
-const NODE_TIMEOUT: Duration = Duration::from_secs(120);
+/// One short step: a node or Python script, tar, `todo-mcp --version`.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+const CARGO_TIMEOUT: Duration = Duration::from_secs(2400);
+/// The installed binary is 20.5 MiB stripped (0.1.0); with line tables it was 113 MiB.
+const LEAN_BINARY_MAX_BYTES: u64 = 32 << 20;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -76,7 +83,7 @@ fn mcpb_manifest_passes_the_packers_validation_and_matches_the_server() {
     run_ok(
         tools.mcpb_command(&["validate", manifest_arg]),
         &format!("mcpb validate {MANIFEST}"),
-        NODE_TIMEOUT,
+        STEP_TIMEOUT,
     );
 
     let manifest = read_json(&manifest_path);
@@ -160,7 +167,7 @@ fn packed() -> &'static Packed {
         run_ok(
             strip,
             "strip --strip-debug (binutils) of the binary under test",
-            NODE_TIMEOUT,
+            STEP_TIMEOUT,
         );
         let mut command = Command::new(repo(PACK_SCRIPT));
         command.arg(&binary);
@@ -231,7 +238,7 @@ fn host_config(extension: &Path, user_config: &Value) -> Value {
     let stdout = run_ok(
         tools.node_command(&script, &args),
         &format!("mcpb_config.mjs with {user_config}"),
-        NODE_TIMEOUT,
+        STEP_TIMEOUT,
     );
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("mcpb_config.mjs printed non-JSON ({e}): {stdout}"))
@@ -279,7 +286,7 @@ async fn bundle_unpacks_and_serves_every_tool_as_a_host_starts_it() {
     run_ok(
         tools.mcpb_command(&["unpack", bundle_arg, extension_arg]),
         "mcpb unpack",
-        NODE_TIMEOUT,
+        STEP_TIMEOUT,
     );
     let unpacked = read_json(&extension.path().join("manifest.json"));
     let platforms = &unpacked["compatibility"]["platforms"];
@@ -342,7 +349,7 @@ fn registry_schema_violations(files: &[&Path]) -> (bool, String) {
         .arg(repo("tests/clients/validate_json.py"))
         .arg(repo(REGISTRY_SCHEMA))
         .args(files);
-    let out = cli::run_with_timeout(command, "validate_json.py", NODE_TIMEOUT);
+    let out = cli::run_with_timeout(command, "validate_json.py", STEP_TIMEOUT);
     match out.status.code() {
         Some(0) | Some(1) => {}
         _ => panic!(
@@ -437,5 +444,124 @@ fn server_json_is_valid_against_the_registry_schema() {
     assert!(
         !valid && violations.contains("description") && violations.contains("fileSha256"),
         "the schema should reject a long description and a malformed hash, it said:\n{violations}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// crates.io
+// ---------------------------------------------------------------------------------------------
+
+/// `cargo` as the outer `cargo test` runs it, with a target directory of its own: the outer
+/// build holds its build directory's lock for as long as the tests run.
+fn nested_cargo(args: &[&str]) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-target"),
+        )
+        .env("CARGO_TERM_COLOR", "never");
+    command
+}
+
+#[test]
+fn crate_packages_and_installs_a_lean_binary() {
+    let started = Instant::now();
+    let listed = run_ok(
+        nested_cargo(&["package", "--locked", "--allow-dirty", "--list"]),
+        "cargo package --list",
+        CARGO_TIMEOUT,
+    );
+    let files: Vec<&str> = listed.lines().collect();
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "README.md",
+        "build.rs",
+        "src/main.rs",
+        "migrations/postgres/2026-11-24-000001_initial/up.sql",
+        "migrations/sqlite/2026-11-24-000001_initial/up.sql",
+    ] {
+        assert!(
+            files.contains(&needed),
+            "the crate should hold {needed}:\n{listed}"
+        );
+    }
+    let stray: Vec<&&str> = files
+        .iter()
+        .filter(|f| {
+            ["tests/", "benches/", "load-generator/", "target/"]
+                .iter()
+                .any(|d| f.starts_with(d))
+        })
+        .collect();
+    assert!(stray.is_empty(), "the crate should not ship {stray:?}");
+
+    // Without --no-verify cargo would build the crate's sources in debug; installing them
+    // below builds them in release instead, which is what users get.
+    run_ok(
+        nested_cargo(&["package", "--locked", "--allow-dirty", "--no-verify"]),
+        "cargo package",
+        CARGO_TIMEOUT,
+    );
+    let crate_file = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("install-target/package")
+        .join(format!("todo-mcp-{}.crate", env!("CARGO_PKG_VERSION")));
+    assert!(
+        crate_file.is_file(),
+        "cargo package wrote no {}",
+        crate_file.display()
+    );
+    let packaged_in = started.elapsed();
+
+    let unpacked = temp_dir("todo-mcp-crate-");
+    let mut tar = Command::new("tar");
+    tar.arg("-xzf")
+        .arg(&crate_file)
+        .arg("-C")
+        .arg(unpacked.path());
+    run_ok(tar, "tar -xzf todo-mcp.crate", STEP_TIMEOUT);
+    let source = unpacked
+        .path()
+        .join(format!("todo-mcp-{}", env!("CARGO_PKG_VERSION")));
+
+    let root = temp_dir("todo-mcp-install-");
+    let install_started = Instant::now();
+    run_ok(
+        nested_cargo(&[
+            "install",
+            "--locked",
+            "--path",
+            source.to_str().expect("UTF-8 path"),
+            "--root",
+            root.path().to_str().expect("UTF-8 path"),
+        ]),
+        "cargo install --locked --path <packaged crate>",
+        CARGO_TIMEOUT,
+    );
+    let installed = root.path().join("bin/todo-mcp");
+    let mut command = Command::new(&installed);
+    command.arg("--version");
+    let version = run_ok(command, "installed todo-mcp --version", STEP_TIMEOUT);
+    assert_eq!(
+        version.trim(),
+        format!("todo-mcp {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let size = std::fs::metadata(&installed)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", installed.display()))
+        .len();
+    eprintln!(
+        "install: cargo package {packaged_in:.1?}, cargo install {:.1?}, binary {size} bytes \
+         ({:.1} MiB)",
+        install_started.elapsed(),
+        size as f64 / (1 << 20) as f64
+    );
+    assert!(
+        size < LEAN_BINARY_MAX_BYTES,
+        "the release binary is {size} bytes: is [profile.release] still stripping it?"
     );
 }
