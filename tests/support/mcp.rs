@@ -168,7 +168,8 @@ pub struct StdioClient {
     service: RunningService<RoleClient, ()>,
     pid: Option<u32>,
     stderr: StderrLog,
-    db_url: String,
+    /// Says which server this is in panic messages (its `DATABASE_URL`, or how it was started).
+    label: String,
 }
 
 /// Spawn `todo-mcp stdio` (see [`stdio_command`] for its environment), perform the MCP
@@ -178,10 +179,20 @@ pub async fn connect_stdio(
     token: Option<&str>,
     extra_env: &[(&str, &str)],
 ) -> StdioClient {
-    let (transport, stderr) = TokioChildProcess::builder(stdio_command(db_url, token, extra_env))
+    connect_command(
+        stdio_command(db_url, token, extra_env),
+        &format!("DATABASE_URL={db_url}"),
+    )
+    .await
+}
+
+/// Like [`connect_stdio`] for a command built by the caller, such as a bundled binary started
+/// the way its host starts it; `label` says which server it is in panic messages.
+pub async fn connect_command(command: tokio::process::Command, label: &str) -> StdioClient {
+    let (transport, stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("could not spawn `{} stdio`: {e}", cli::bin_path()));
+        .unwrap_or_else(|e| panic!("could not spawn `todo-mcp stdio` ({label}): {e}"));
     let pid = transport.id();
     let stderr = StderrLog::start(stderr.expect("stderr was requested piped"), pid);
     let service = match tokio::time::timeout(START_TIMEOUT, ().serve(transport)).await {
@@ -189,12 +200,12 @@ pub async fn connect_stdio(
         Ok(Err(e)) => {
             let log = stderr.finish(Duration::from_secs(5)).await;
             panic!(
-                "MCP initialize with `todo-mcp stdio` (DATABASE_URL={db_url}) failed: {e}\n\
+                "MCP initialize with `todo-mcp stdio` ({label}) failed: {e}\n\
                  --- server stderr ---\n{log}"
             );
         }
         Err(_) => panic!(
-            "`todo-mcp stdio` (DATABASE_URL={db_url}) did not complete MCP initialize within \
+            "`todo-mcp stdio` ({label}) did not complete MCP initialize within \
              {START_TIMEOUT:?}\n--- server stderr ---\n{}",
             stderr.tail()
         ),
@@ -203,7 +214,7 @@ pub async fn connect_stdio(
         service,
         pid,
         stderr,
-        db_url: db_url.to_string(),
+        label: label.to_string(),
     }
 }
 
@@ -352,9 +363,9 @@ impl StdioClient {
 
     fn context(&self) -> String {
         format!(
-            "server: pid {:?}, DATABASE_URL={}\n--- server stderr (tail) ---\n{}",
+            "server: pid {:?}, {}\n--- server stderr (tail) ---\n{}",
             self.pid,
-            self.db_url,
+            self.label,
             self.stderr.tail()
         )
     }
