@@ -481,7 +481,7 @@ fn crate_packages_and_installs_a_lean_binary() {
         "Cargo.lock",
         "README.md",
         "build.rs",
-        "src/main.rs",
+        "src/bin/todo-mcp/main.rs",
         "migrations/postgres/2026-11-24-000001_initial/up.sql",
         "migrations/sqlite/2026-11-24-000001_initial/up.sql",
     ] {
