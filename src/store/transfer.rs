@@ -39,7 +39,7 @@ pub enum TransferError {
     Store(#[from] StoreError),
     #[error("line {line}: {reason}")]
     Format { line: u64, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
