@@ -3,9 +3,10 @@
 //! agent state versions; never another user's data; and reading writes nothing.
 //!
 //! `page_in_chromium_shows_own_data_only` drives Debian's chromium through playwright-core
-//! (`tests/clients/ui_browser.cjs`) on PostgreSQL, with row-level security, and saves
-//! screenshots under `target/ui-artifacts/`. The JSON endpoints' promises (auth, scopes,
-//! 405, CSP headers, isolation, paging, no writes) are checked by hand on both backends.
+//! (`tests/clients/ui_browser.cjs`) on both backends (PostgreSQL with row-level security),
+//! and saves screenshots under `target/ui-artifacts/<backend>/`. The JSON endpoints'
+//! promises (auth, scopes, 405, CSP headers, isolation, paging, no writes) are then checked
+//! by hand on the same server.
 
 mod support;
 
@@ -52,19 +53,19 @@ struct Seeded {
     bob_conversation: String,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn page_in_chromium_shows_own_data_only() {
+both_backends!(page_in_chromium_shows_own_data_only);
+
+async fn page_in_chromium_shows_own_data_only(db: TestDb) {
     let started = Instant::now();
     assert!(
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing: these tests drive Debian's chromium (`apt-get install chromium`)"
     );
-    let db = TestDb::new(Backend::Postgres).await;
     let server = start_http(db.url(), &[], &[]).await;
     let seeded = seed(&db, &server).await;
     let before = table_rows(&db).await;
 
-    let report = run_browser(&server, &seeded).await;
+    let report = run_browser(&server, &seeded, &artifacts_dir().join(db.name())).await;
     let checks = report["checks"].as_array().map_or(0, Vec::len);
     let failures = report["failures"].as_array().cloned().unwrap_or_default();
     assert!(
@@ -116,21 +117,6 @@ async fn page_in_chromium_shows_own_data_only() {
         "ui: {checks} browser checks passed, {} API responses read, in {:.1?}",
         report["api_responses"],
         started.elapsed()
-    );
-}
-
-/// The API's promises on SQLite too (the browser walk is the same whatever the backend).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_reads_own_data_and_writes_nothing_sqlite() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let server = start_http(db.url(), &[], &[]).await;
-    let seeded = seed(&db, &server).await;
-    let before = table_rows(&db).await;
-    api_checks(&server, &seeded).await;
-    assert_eq!(
-        table_rows(&db).await,
-        before,
-        "reading the API changed the database"
     );
 }
 
@@ -299,13 +285,13 @@ fn artifacts_dir() -> PathBuf {
     tmp.parent().unwrap_or(tmp).join("ui-artifacts")
 }
 
-async fn run_browser(server: &HttpServer, seeded: &Seeded) -> Value {
+async fn run_browser(server: &HttpServer, seeded: &Seeded, screenshot_dir: &Path) -> Value {
     let tools = support::node::tools_async().await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ui_browser.cjs");
     let input = json!({
         "base_url": server.base_url(),
         "chromium": CHROMIUM,
-        "screenshot_dir": artifacts_dir(),
+        "screenshot_dir": screenshot_dir,
         "token": seeded.alice_token,
         "user": ALICE,
         // Not Bob's conversation id: the page itself asks for it below (and is told "not found").
