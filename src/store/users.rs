@@ -100,25 +100,29 @@ async fn list_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<UserSummary
             .load(conn)
             .await?
     });
-    let mut users = Vec::with_capacity(rows.len());
-    for (id, created_at, tasks) in rows {
-        let active_tokens: i64 = on_backend!(tx, |conn| {
-            use schema::api_tokens::dsl as k;
-            k::api_tokens
-                .filter(k::user_id.eq(&id))
-                .filter(k::revoked_at.is_null())
-                .filter(k::expires_at.is_null().or(k::expires_at.gt(DbTime(at))))
-                .count()
-                .get_result(conn)
-                .await?
-        });
-        users.push(UserSummary {
+    // Every listed user's active tokens in one grouped query, not one query per user.
+    let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+    let token_counts: Vec<(String, i64)> = on_backend!(tx, |conn| {
+        use schema::api_tokens::dsl as k;
+        k::api_tokens
+            .filter(k::user_id.eq_any(&ids))
+            .filter(k::revoked_at.is_null())
+            .filter(k::expires_at.is_null().or(k::expires_at.gt(DbTime(at))))
+            .group_by(k::user_id)
+            .select((k::user_id, diesel::dsl::count_star()))
+            .load(conn)
+            .await?
+    });
+    let token_counts: std::collections::HashMap<String, i64> = token_counts.into_iter().collect();
+    let users = rows
+        .into_iter()
+        .map(|(id, created_at, tasks)| UserSummary {
             created_at: format_time(created_at),
+            active_tokens: token_counts.get(&id).copied().unwrap_or(0),
             id,
             tasks,
-            active_tokens,
-        });
-    }
+        })
+        .collect();
     Ok(users)
 }
 
