@@ -453,25 +453,28 @@ fn server_json_is_valid_against_the_registry_schema() {
 
 /// `cargo` as the outer `cargo test` runs it, with a target directory of its own: the outer
 /// build holds its build directory's lock for as long as the tests run.
-fn nested_cargo(args: &[&str]) -> Command {
+fn nested_cargo(args: &[&str], target_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-target"),
-        )
+        .env("CARGO_TARGET_DIR", target_dir)
         .env("CARGO_TERM_COLOR", "never");
     command
 }
 
 #[test]
 fn crate_packages_and_installs_a_lean_binary() {
+    // A cold release build takes about a gigabyte: removed when the test ends, pass or fail,
+    // so the rest of the suite does not run short of disk.
+    let target = temp_dir("todo-mcp-install-target-");
     let started = Instant::now();
     let listed = run_ok(
-        nested_cargo(&["package", "--locked", "--allow-dirty", "--list"]),
+        nested_cargo(
+            &["package", "--locked", "--allow-dirty", "--list"],
+            target.path(),
+        ),
         "cargo package --list",
         CARGO_TIMEOUT,
     );
@@ -503,12 +506,16 @@ fn crate_packages_and_installs_a_lean_binary() {
     // Without --no-verify cargo would build the crate's sources in debug; installing them
     // below builds them in release instead, which is what users get.
     run_ok(
-        nested_cargo(&["package", "--locked", "--allow-dirty", "--no-verify"]),
+        nested_cargo(
+            &["package", "--locked", "--allow-dirty", "--no-verify"],
+            target.path(),
+        ),
         "cargo package",
         CARGO_TIMEOUT,
     );
-    let crate_file = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("install-target/package")
+    let crate_file = target
+        .path()
+        .join("package")
         .join(format!("todo-mcp-{}.crate", env!("CARGO_PKG_VERSION")));
     assert!(
         crate_file.is_file(),
@@ -531,14 +538,17 @@ fn crate_packages_and_installs_a_lean_binary() {
     let root = temp_dir("todo-mcp-install-");
     let install_started = Instant::now();
     run_ok(
-        nested_cargo(&[
-            "install",
-            "--locked",
-            "--path",
-            source.to_str().expect("UTF-8 path"),
-            "--root",
-            root.path().to_str().expect("UTF-8 path"),
-        ]),
+        nested_cargo(
+            &[
+                "install",
+                "--locked",
+                "--path",
+                source.to_str().expect("UTF-8 path"),
+                "--root",
+                root.path().to_str().expect("UTF-8 path"),
+            ],
+            target.path(),
+        ),
         "cargo install --locked --path <packaged crate>",
         CARGO_TIMEOUT,
     );
