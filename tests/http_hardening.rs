@@ -319,6 +319,21 @@ async fn foreign_hosts_and_origins_are_refused() {
     }
     assert_eq!(task_count(&db).await, 0, "a refused request wrote a task");
 
+    // A refused value is quoted short: a 6 kB header is not sent back (nor logged) whole.
+    let long = format!("{}.example.com", "a".repeat(6000));
+    for header in ["host", "origin"] {
+        let value = if header == "origin" {
+            format!("http://{long}")
+        } else {
+            long.clone()
+        };
+        for (route, reply) in every_route(&server, &token, &endpoint, header, &value).await {
+            let what = format!("{route} with a {}-byte {header}", value.len());
+            assert_forbidden(&reply, &what, "characters)");
+            assert!(reply.body.len() < 300, "{what}: {}", reply.body);
+        }
+    }
+
     // Loopback names pass, with and without a port, in any case.
     for host in [
         format!("localhost:{port}"),

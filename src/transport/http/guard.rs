@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::reply::{INVALID_REQUEST, refusal};
+use crate::store::quote;
 use std::sync::Arc;
 
 pub struct HostGuard {
@@ -58,7 +59,7 @@ pub async fn check_host_and_origin(
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     match host {
         Some(host) if guard.allows(host) => {}
-        Some(host) => return refuse(&format!("Host `{host}` is not allowed")),
+        Some(host) => return refuse(&format!("Host {} is not allowed", quote(host))),
         None => return refuse("the request names no Host"),
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -68,7 +69,7 @@ pub async fn check_host_and_origin(
             .map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
         match authority {
             Some(authority) if guard.allows(authority) => {}
-            _ => return refuse(&format!("Origin `{origin}` is not allowed")),
+            _ => return refuse(&format!("Origin {} is not allowed", quote(origin))),
         }
     }
     next.run(request).await
