@@ -2,14 +2,16 @@
 //! PostgreSQL: the counters move by exactly what the test did (tool calls by tool and
 //! outcome, their duration histogram, auth refusals by reason), the pool's gauges are sane,
 //! and the endpoint is served only when asked: behind `--metrics-token` (401 without it), on
-//! `--metrics-listen`'s port alone, and nowhere (404) by default.
+//! `--metrics-listen`'s port alone, and nowhere (404) by default. A pool of one connection,
+//! held by a call blocked on the test's row lock, makes the next call wait for the pool
+//! (seen live in `todo_mcp_pool_waiting`); killing the blocked backend makes its call retry.
 
 mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::cli::create_token_with;
 use support::jsonrpc::{Reply, client, mcp_request, tool_call};
 use support::jwt::sign_hs256;
@@ -148,6 +150,44 @@ fn calls(tool: &str, outcome: &str) -> String {
 
 fn refusals(reason: &str) -> String {
     labels("todo_mcp_auth_refusals_total", &[("reason", reason)])
+}
+
+/// How long the test waits to see a state it brought about (a blocked call, a waiter).
+const SEE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Polls `look` every 20 ms until it gives `Some`; panics after [`SEE_WITHIN`], saying
+/// `what` was awaited.
+async fn wait_until<T, F, Fut>(what: &str, mut look: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + SEE_WITHIN;
+    loop {
+        if let Some(seen) = look().await {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not seen within {SEE_WITHIN:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server backends waiting on a lock (only the server's calls take row locks here).
+async fn lock_waiters(observer: &tokio_postgres::Client, db: &PgTestDb) -> Vec<i32> {
+    observer
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            &[&db.name()],
+        )
+        .await
+        .expect("reading pg_stat_activity")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
 fn expected(pairs: &[(String, f64)]) -> BTreeMap<String, f64> {
@@ -412,4 +452,154 @@ async fn a_metrics_listener_serves_them_on_its_own_port_only() {
             reply.body
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_waits_and_transaction_retries_are_counted_as_they_happen() {
+    let db = PgTestDb::new().await;
+    let token = create_token(db.url(), "alice");
+    let server = std::sync::Arc::new(
+        start_http(
+            db.url(),
+            &["--pool-size", "1", "--pool-timeout", "30"],
+            &[("TODO_MCP_METRICS_TOKEN", METRICS_TOKEN)],
+        )
+        .await,
+    );
+    let url = format!("{}/metrics", server.base_url());
+    let bearer = format!("Bearer {token}");
+    let (_, added) = call(&server, Some(&bearer), "add_task", json!({"title": "held"})).await;
+    let added = added.expect("a response");
+    let task_id = added["result"]["structuredContent"]["task"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("add_task gave no task id: {added}"))
+        .to_owned();
+    let before = scrape(&url, Some(METRICS_TOKEN)).await;
+    assert_eq!(before.get("todo_mcp_pool_max_connections"), 1.0);
+
+    // The test locks the task; update_task then blocks on it, holding the only connection.
+    let lock = db.client().await;
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tasks WHERE id = '{task_id}' FOR UPDATE"
+    ))
+    .await
+    .expect("taking the row lock");
+    let observer = db.client().await;
+    let update = {
+        let (server, bearer, task_id) = (server.clone(), bearer.clone(), task_id.clone());
+        tokio::spawn(async move {
+            call(
+                &server,
+                Some(&bearer),
+                "update_task",
+                json!({"task_id": task_id, "title": "updated"}),
+            )
+            .await
+        })
+    };
+    let blocked = wait_until("update_task blocked on the row lock", || async {
+        lock_waiters(&observer, &db).await.first().copied()
+    })
+    .await;
+
+    // The next call (its token check first) must wait for the pool: seen live.
+    let list = {
+        let (server, bearer) = (server.clone(), bearer.clone());
+        tokio::spawn(async move { call(&server, Some(&bearer), "list_tasks", json!({})).await })
+    };
+    let waiting = wait_until("a caller waiting for the pool", || async {
+        let now = scrape(&url, Some(METRICS_TOKEN)).await;
+        let waiting = now.get("todo_mcp_pool_waiting");
+        (waiting >= 1.0).then_some(waiting)
+    })
+    .await;
+    eprintln!("update_task blocked on backend {blocked}; {waiting} caller(s) waiting for the pool");
+
+    // Killing the blocked backend fails update_task's transaction retryably: it runs again on
+    // a new connection (after list_tasks, or before it and blocked again on the lock).
+    let killed: bool = observer
+        .query_one("SELECT pg_terminate_backend($1)", &[&blocked])
+        .await
+        .expect("pg_terminate_backend")
+        .get(0);
+    assert!(killed, "pg_terminate_backend({blocked}) failed");
+    wait_until(
+        "update_task's retry blocked on the row lock again",
+        || async {
+            lock_waiters(&observer, &db)
+                .await
+                .into_iter()
+                .find(|pid| *pid != blocked)
+        },
+    )
+    .await;
+    lock.batch_execute("ROLLBACK")
+        .await
+        .expect("releasing the row lock");
+
+    for (what, handle) in [("update_task", update), ("list_tasks", list)] {
+        let (status, response) = tokio::time::timeout(SEE_WITHIN, handle)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not end within {SEE_WITHIN:?}"))
+            .expect("the call's task");
+        let response = response.unwrap_or_else(|| panic!("{what}: HTTP {status}, no response"));
+        assert_eq!(response["result"]["isError"], false, "{what}: {response}");
+    }
+    let (_, got) = call(
+        &server,
+        Some(&bearer),
+        "get_task",
+        json!({"task_id": task_id}),
+    )
+    .await;
+    let got = got.expect("a response");
+    assert_eq!(
+        got["result"]["structuredContent"]["task"]["title"], "updated",
+        "{got}"
+    );
+
+    let after = scrape(&url, Some(METRICS_TOKEN)).await;
+    let retries = after.moved_since(&before, "todo_mcp_transaction_retries_total");
+    let connection_lost = labels(
+        "todo_mcp_transaction_retries_total",
+        &[("tool", "update_task"), ("reason", "connection_lost")],
+    );
+    assert_eq!(
+        retries.get(&connection_lost),
+        Some(&1.0),
+        "one retry of update_task after its connection was killed: {retries:?}"
+    );
+    assert!(
+        retries
+            .keys()
+            .all(|series| series.contains("tool=\"update_task\"")),
+        "only update_task retried: {retries:?}"
+    );
+    // A retried call is one call.
+    assert_eq!(
+        after.moved_since(&before, "todo_mcp_tool_calls_total"),
+        expected(&[
+            (calls("update_task", "ok"), 1.0),
+            (calls("list_tasks", "ok"), 1.0),
+            (calls("get_task", "ok"), 1.0),
+        ]),
+        "tool calls"
+    );
+    let acquires = after.moved_since(&before, "todo_mcp_pool_acquires_total");
+    let waited = labels("todo_mcp_pool_acquires_total", &[("result", "waited")]);
+    assert!(
+        acquires.get(&waited).copied().unwrap_or(0.0) >= 1.0,
+        "a connection was handed out after a wait: {acquires:?}"
+    );
+    assert!(
+        after.get("todo_mcp_pool_acquire_wait_seconds_total")
+            > before.get("todo_mcp_pool_acquire_wait_seconds_total"),
+        "the wait's time is counted"
+    );
+    assert_eq!(after.get("todo_mcp_pool_waiting"), 0.0, "nobody waits now");
+    assert!(
+        after.get("todo_mcp_pool_connections_created_total")
+            > before.get("todo_mcp_pool_connections_created_total"),
+        "the killed connection was replaced"
+    );
 }
