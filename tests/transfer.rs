@@ -11,7 +11,10 @@
 //! * importing again changes nothing, and the message ids continue above the imported;
 //! * a committed turn replays on the new database under its idempotency key;
 //! * an import whose message ids another user already holds fails for that user alone,
-//!   leaving nothing of them behind.
+//!   leaving nothing of them behind;
+//! * past a page (export reads 500 rows at a time) every table comes out whole: each kind
+//!   of row past a boundary, the boundary inside one task's labels and one conversation's
+//!   state versions, on SQLite and again on PostgreSQL.
 
 mod support;
 
@@ -567,5 +570,112 @@ async fn an_export_of_sqlite_neither_waits_for_nor_blocks_a_writer() {
     assert!(
         took < Duration::from_secs(3),
         "export waited {took:?} for the writer: it must read from a snapshot"
+    );
+}
+
+/// Export reads each table in keyset pages of 500 rows (`store::transfer`'s `PAGE`): past
+/// this many rows of a kind, its export has crossed a page boundary.
+const MORE_THAN_TWO_PAGES: usize = 1_001;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_is_exported_whole_across_page_boundaries() {
+    let source = TestDb::new(Backend::Sqlite).await;
+    let token = create_token(source.url(), "carol");
+    let client = connect_stdio(source.url(), Some(&token), &[]).await;
+    // Tasks: 501 top-level (28 of them with 19 labels: 532 labels, so the page boundary
+    // falls among one task's labels), and 501 subtasks.
+    let mut parents = Vec::new();
+    for i in 0..501 {
+        let labels: Vec<String> = if i < 28 {
+            (0..19).map(|l| format!("label {l}")).collect()
+        } else {
+            Vec::new()
+        };
+        let added = client
+            .call_ok(
+                "add_task",
+                json!({"title": format!("task {i}"), "labels": labels}),
+            )
+            .await;
+        parents.push(added["task"]["id"].as_str().expect("task id").to_owned());
+    }
+    for (i, parent) in parents.iter().enumerate() {
+        client
+            .call_ok(
+                "add_task",
+                json!({"title": format!("subtask {i}"), "parent_task_id": parent}),
+            )
+            .await;
+    }
+    // Conversations: 501; the first 28 get 19 turns each (532 turns and agent state
+    // versions, the boundary among one conversation's; 1,064 messages), each turn on top
+    // of the one before.
+    let mut conversations = Vec::new();
+    for i in 0..501 {
+        let started = client
+            .call_ok("start_conversation", json!({"title": format!("chat {i}")}))
+            .await;
+        conversations.push(
+            started["conversation"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    for (c, conversation) in conversations.iter().take(28).enumerate() {
+        for turn in 0..19 {
+            client
+                .call_ok(
+                    "commit_turn",
+                    json!({"conversation_id": conversation,
+                           "idempotency_key": format!("turn {c}.{turn}"),
+                           "expected_version": turn,
+                           "messages": [{"role": "user", "content": format!("ask {turn}")},
+                                        {"role": "assistant", "content": format!("answer {turn}")}],
+                           "state": {"turn": turn}}),
+                )
+                .await;
+        }
+    }
+    close(client).await;
+
+    let exported = export(&source, &[]);
+    let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for record in &exported {
+        *per_kind
+            .entry(record["record"].as_str().expect("record kind"))
+            .or_default() += 1;
+    }
+    eprintln!("exported: {per_kind:?}");
+    for (kind, at_least) in [
+        ("task", MORE_THAN_TWO_PAGES),
+        ("task_label", 532),
+        ("conversation", 501),
+        ("message", MORE_THAN_TWO_PAGES),
+        ("agent_state", 532),
+        ("turn", 532),
+    ] {
+        assert!(
+            per_kind.get(kind).copied().unwrap_or(0) >= at_least,
+            "{kind}: {per_kind:?}"
+        );
+    }
+    let keys: BTreeSet<String> = exported.iter().map(|r| r.to_string()).collect();
+    assert_eq!(keys.len(), exported.len(), "a record was exported twice");
+
+    let destination = TestDb::new(Backend::Postgres).await;
+    let summary = pipe(&source, &destination);
+    assert_eq!(summary["already_present"], json!({}), "{summary}");
+    for (kind, count) in &per_kind {
+        assert_eq!(
+            summary["inserted"][*kind],
+            json!(count),
+            "{kind}: {summary}"
+        );
+    }
+    assert_eq!(
+        export(&destination, &[]),
+        exported,
+        "every row must be equal after the move, whichever page it was on"
     );
 }
