@@ -315,22 +315,41 @@ async fn export_user(
     written
 }
 
-/// Emits `rows` as records, counting them; returns the last row for the next page's key.
+/// Writes `rows` as records, counting them.
 fn emit<R>(
     out: &mut impl Write,
     counts: &mut Counts,
     rows: Vec<R>,
     wrap: fn(R) -> Record,
-) -> Result<(usize, Option<Record>), TransferError> {
-    let n = rows.len();
-    let mut last = None;
+) -> Result<(), TransferError> {
     for row in rows {
         let record = wrap(row);
         write_record(out, &record)?;
         counts.add(record.kind());
-        last = Some(record);
     }
-    Ok((n, last))
+    Ok(())
+}
+
+/// Writes a table's rows a keyset page at a time, so memory stays flat for any size:
+/// `load` gets the key of the previous page's last row (`None` for the first page) and
+/// returns up to [`PAGE`] rows after it, in key order; a short page is the last.
+async fn export_pages<R, K>(
+    out: &mut impl Write,
+    counts: &mut Counts,
+    wrap: fn(R) -> Record,
+    key_of: fn(&R) -> K,
+    mut load: impl AsyncFnMut(Option<K>) -> Result<Vec<R>, TransferError>,
+) -> Result<(), TransferError> {
+    let mut after = None;
+    loop {
+        let rows = load(after.take()).await?;
+        let full = rows.len() as i64 == PAGE;
+        after = rows.last().map(key_of);
+        emit(out, counts, rows, wrap)?;
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 async fn export_user_in(
@@ -352,149 +371,156 @@ async fn export_user_in(
 
     // Parents before their subtasks, so an import that checks at once would take them too.
     for subtasks in [false, true] {
-        let mut after: Option<DbUuid> = None;
-        loop {
-            let rows: Vec<TaskRecord> = on_backend!(tx, |conn| {
-                use schema::tasks::dsl as t;
-                let mut query = t::tasks
-                    .filter(t::user_id.eq(user))
-                    .select(TaskRecord::as_select())
-                    .order(t::id)
+        export_pages(
+            out,
+            counts,
+            Record::Task,
+            |task: &TaskRecord| task.id,
+            async |after| {
+                Ok(on_backend!(tx, |conn| {
+                    use schema::tasks::dsl as t;
+                    let mut query = t::tasks
+                        .filter(t::user_id.eq(user))
+                        .select(TaskRecord::as_select())
+                        .order(t::id)
+                        .limit(PAGE)
+                        .into_boxed();
+                    query = if subtasks {
+                        query.filter(t::parent_task_id.is_not_null())
+                    } else {
+                        query.filter(t::parent_task_id.is_null())
+                    };
+                    if let Some(after) = after {
+                        query = query.filter(t::id.gt(after));
+                    }
+                    query.load(conn).await?
+                }))
+            },
+        )
+        .await?;
+    }
+
+    export_pages(
+        out,
+        counts,
+        Record::TaskLabel,
+        |label: &TaskLabelRecord| (label.task_id, label.label_key.clone()),
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::task_labels::dsl as l;
+                let mut query = l::task_labels
+                    .filter(l::user_id.eq(user))
+                    .select(TaskLabelRecord::as_select())
+                    .order((l::task_id, l::label_key))
                     .limit(PAGE)
                     .into_boxed();
-                query = if subtasks {
-                    query.filter(t::parent_task_id.is_not_null())
-                } else {
-                    query.filter(t::parent_task_id.is_null())
-                };
-                if let Some(after) = after {
-                    query = query.filter(t::id.gt(after));
+                if let Some((task, key)) = after {
+                    query = query.filter(
+                        l::task_id
+                            .gt(task)
+                            .or(l::task_id.eq(task).and(l::label_key.gt(key))),
+                    );
                 }
                 query.load(conn).await?
-            });
-            match emit(out, counts, rows, Record::Task)? {
-                (n, Some(Record::Task(last))) if n as i64 == PAGE => after = Some(last.id),
-                _ => break,
-            }
-        }
-    }
+            }))
+        },
+    )
+    .await?;
 
-    let mut after: Option<(DbUuid, String)> = None;
-    loop {
-        let rows: Vec<TaskLabelRecord> = on_backend!(tx, |conn| {
-            use schema::task_labels::dsl as l;
-            let mut query = l::task_labels
-                .filter(l::user_id.eq(user))
-                .select(TaskLabelRecord::as_select())
-                .order((l::task_id, l::label_key))
-                .limit(PAGE)
-                .into_boxed();
-            if let Some((task, key)) = after.clone() {
-                query = query.filter(
-                    l::task_id
-                        .gt(task)
-                        .or(l::task_id.eq(task).and(l::label_key.gt(key))),
-                );
-            }
-            query.load(conn).await?
-        });
-        match emit(out, counts, rows, Record::TaskLabel)? {
-            (n, Some(Record::TaskLabel(last))) if n as i64 == PAGE => {
-                after = Some((last.task_id, last.label_key))
-            }
-            _ => break,
-        }
-    }
-
-    let mut after: Option<DbUuid> = None;
-    loop {
-        let rows: Vec<ConversationRecord> = on_backend!(tx, |conn| {
-            use schema::conversations::dsl as c;
-            let mut query = c::conversations
-                .filter(c::user_id.eq(user))
-                .select(ConversationRecord::as_select())
-                .order(c::id)
-                .limit(PAGE)
-                .into_boxed();
-            if let Some(after) = after {
-                query = query.filter(c::id.gt(after));
-            }
-            query.load(conn).await?
-        });
-        match emit(out, counts, rows, Record::Conversation)? {
-            (n, Some(Record::Conversation(last))) if n as i64 == PAGE => after = Some(last.id),
-            _ => break,
-        }
-    }
+    export_pages(
+        out,
+        counts,
+        Record::Conversation,
+        |conversation: &ConversationRecord| conversation.id,
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::conversations::dsl as c;
+                let mut query = c::conversations
+                    .filter(c::user_id.eq(user))
+                    .select(ConversationRecord::as_select())
+                    .order(c::id)
+                    .limit(PAGE)
+                    .into_boxed();
+                if let Some(after) = after {
+                    query = query.filter(c::id.gt(after));
+                }
+                query.load(conn).await?
+            }))
+        },
+    )
+    .await?;
 
     // In id order: the order messages were appended in, across all conversations.
-    let mut after: i64 = 0;
-    loop {
-        let rows: Vec<MessageRecord> = on_backend!(tx, |conn| {
-            use schema::messages::dsl as m;
-            m::messages
-                .filter(m::user_id.eq(user))
-                .filter(m::id.gt(after))
-                .select(MessageRecord::as_select())
-                .order(m::id)
-                .limit(PAGE)
-                .load(conn)
-                .await?
-        });
-        match emit(out, counts, rows, Record::Message)? {
-            (n, Some(Record::Message(last))) if n as i64 == PAGE => after = last.id,
-            _ => break,
-        }
-    }
+    export_pages(
+        out,
+        counts,
+        Record::Message,
+        |message: &MessageRecord| message.id,
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::messages::dsl as m;
+                m::messages
+                    .filter(m::user_id.eq(user))
+                    .filter(m::id.gt(after.unwrap_or(0)))
+                    .select(MessageRecord::as_select())
+                    .order(m::id)
+                    .limit(PAGE)
+                    .load(conn)
+                    .await?
+            }))
+        },
+    )
+    .await?;
 
-    let mut after: Option<(DbUuid, i32)> = None;
-    loop {
-        let rows: Vec<AgentStateRecord> = on_backend!(tx, |conn| {
-            use schema::agent_states::dsl as s;
-            let mut query = s::agent_states
-                .filter(s::user_id.eq(user))
-                .select(AgentStateRecord::as_select())
-                .order((s::conversation_id, s::version))
-                .limit(PAGE)
-                .into_boxed();
-            if let Some((conversation, version)) = after {
-                query = query.filter(
-                    s::conversation_id.gt(conversation).or(s::conversation_id
-                        .eq(conversation)
-                        .and(s::version.gt(version))),
-                );
-            }
-            query.load(conn).await?
-        });
-        match emit(out, counts, rows, Record::AgentState)? {
-            (n, Some(Record::AgentState(last))) if n as i64 == PAGE => {
-                after = Some((last.conversation_id, last.version))
-            }
-            _ => break,
-        }
-    }
+    export_pages(
+        out,
+        counts,
+        Record::AgentState,
+        |state: &AgentStateRecord| (state.conversation_id, state.version),
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::agent_states::dsl as s;
+                let mut query = s::agent_states
+                    .filter(s::user_id.eq(user))
+                    .select(AgentStateRecord::as_select())
+                    .order((s::conversation_id, s::version))
+                    .limit(PAGE)
+                    .into_boxed();
+                if let Some((conversation, version)) = after {
+                    query = query.filter(
+                        s::conversation_id.gt(conversation).or(s::conversation_id
+                            .eq(conversation)
+                            .and(s::version.gt(version))),
+                    );
+                }
+                query.load(conn).await?
+            }))
+        },
+    )
+    .await?;
 
-    let mut after: Option<String> = None;
-    loop {
-        let rows: Vec<TurnRecord> = on_backend!(tx, |conn| {
-            use schema::turns::dsl as r;
-            let mut query = r::turns
-                .filter(r::user_id.eq(user))
-                .select(TurnRecord::as_select())
-                .order(r::idempotency_key)
-                .limit(PAGE)
-                .into_boxed();
-            if let Some(after) = after.clone() {
-                query = query.filter(r::idempotency_key.gt(after));
-            }
-            query.load(conn).await?
-        });
-        match emit(out, counts, rows, Record::Turn)? {
-            (n, Some(Record::Turn(last))) if n as i64 == PAGE => after = Some(last.idempotency_key),
-            _ => break,
-        }
-    }
-    Ok(())
+    export_pages(
+        out,
+        counts,
+        Record::Turn,
+        |turn: &TurnRecord| turn.idempotency_key.clone(),
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::turns::dsl as r;
+                let mut query = r::turns
+                    .filter(r::user_id.eq(user))
+                    .select(TurnRecord::as_select())
+                    .order(r::idempotency_key)
+                    .limit(PAGE)
+                    .into_boxed();
+                if let Some(after) = after {
+                    query = query.filter(r::idempotency_key.gt(after));
+                }
+                query.load(conn).await?
+            }))
+        },
+    )
+    .await
 }
 
 /// What an import did: records inserted, and records whose row was already there.
