@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use support::cli::{self, assert_success, create_token, describe_output, scrub_env};
 use support::mcp::{StdioClient, connect_stdio};
 use support::{Backend, TestDb, sql};
+use todo_mcp::store::transfer::PAGE;
 
 const PIPE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -573,21 +574,30 @@ async fn an_export_of_sqlite_neither_waits_for_nor_blocks_a_writer() {
     );
 }
 
-/// Export reads each table in keyset pages of 500 rows (`store::transfer`'s `PAGE`): past
-/// this many rows of a kind, its export has crossed a page boundary.
-const MORE_THAN_TWO_PAGES: usize = 1_001;
+/// Labels on a task, and turns (each saving a state version) in a conversation: under the
+/// caps of 20, and not a divisor of the page size, so a page boundary falls inside one
+/// task's labels and inside one conversation's versions.
+const PER_PARENT: usize = 19;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_table_is_exported_whole_across_page_boundaries() {
+    // Export reads each table in keyset pages of PAGE rows.
+    let page = PAGE as usize;
+    assert_ne!(
+        page % PER_PARENT,
+        0,
+        "no boundary would fall inside a parent"
+    );
+    let filled = page / PER_PARENT + 2;
     let source = TestDb::new(Backend::Sqlite).await;
     let token = create_token(source.url(), "carol");
     let client = connect_stdio(source.url(), Some(&token), &[]).await;
-    // Tasks: 501 top-level (28 of them with 19 labels: 532 labels, so the page boundary
-    // falls among one task's labels), and 501 subtasks.
+    // Tasks: a page and one top-level (the first `filled` with PER_PARENT labels each:
+    // more than a page of labels), and as many subtasks: more than two pages of tasks.
     let mut parents = Vec::new();
-    for i in 0..501 {
-        let labels: Vec<String> = if i < 28 {
-            (0..19).map(|l| format!("label {l}")).collect()
+    for i in 0..=page {
+        let labels: Vec<String> = if i < filled {
+            (0..PER_PARENT).map(|l| format!("label {l}")).collect()
         } else {
             Vec::new()
         };
@@ -607,11 +617,11 @@ async fn every_table_is_exported_whole_across_page_boundaries() {
             )
             .await;
     }
-    // Conversations: 501; the first 28 get 19 turns each (532 turns and agent state
-    // versions, the boundary among one conversation's; 1,064 messages), each turn on top
-    // of the one before.
+    // Conversations: a page and one; the first `filled` get PER_PARENT turns each (more
+    // than a page of turns and of agent state versions, and over two pages of messages with
+    // the calls' records), each turn on top of the one before.
     let mut conversations = Vec::new();
-    for i in 0..501 {
+    for i in 0..=page {
         let started = client
             .call_ok("start_conversation", json!({"title": format!("chat {i}")}))
             .await;
@@ -622,8 +632,8 @@ async fn every_table_is_exported_whole_across_page_boundaries() {
                 .to_owned(),
         );
     }
-    for (c, conversation) in conversations.iter().take(28).enumerate() {
-        for turn in 0..19 {
+    for (c, conversation) in conversations.iter().take(filled).enumerate() {
+        for turn in 0..PER_PARENT {
             client
                 .call_ok(
                     "commit_turn",
@@ -648,12 +658,12 @@ async fn every_table_is_exported_whole_across_page_boundaries() {
     }
     eprintln!("exported: {per_kind:?}");
     for (kind, at_least) in [
-        ("task", MORE_THAN_TWO_PAGES),
-        ("task_label", 532),
-        ("conversation", 501),
-        ("message", MORE_THAN_TWO_PAGES),
-        ("agent_state", 532),
-        ("turn", 532),
+        ("task", 2 * page + 1),
+        ("task_label", filled * PER_PARENT),
+        ("conversation", page + 1),
+        ("message", 2 * page + 1),
+        ("agent_state", filled * PER_PARENT),
+        ("turn", filled * PER_PARENT),
     ] {
         assert!(
             per_kind.get(kind).copied().unwrap_or(0) >= at_least,

@@ -30,8 +30,8 @@ pub const FORMAT: &str = "todo-mcp-export";
 /// The format's version: raised when a record changes in a way an older import would
 /// misread.
 pub const FORMAT_VERSION: u32 = 1;
-/// Rows read per query while exporting.
-const PAGE: i64 = 500;
+/// Rows read per query while exporting (public for the test that crosses page boundaries).
+pub const PAGE: i64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
