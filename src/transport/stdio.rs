@@ -4,11 +4,14 @@
 //! not a JSON-RPC message without a word: each such line gets a JSON-RPC error (id null),
 //! as JSON-RPC asks, written to stdout between the server's own messages.
 
+use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::store::Quotas;
 use crate::store::scopes::Caller;
+use crate::store::{UserId, users};
 use crate::tools::{Identity, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
+use anyhow::Context;
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rustix::fs::fstat;
@@ -31,18 +34,40 @@ type Line = Vec<u8>;
 
 /// Serves one client until it closes stdin.
 pub async fn serve(db: Database, caller: Caller, quotas: Quotas) -> anyhow::Result<()> {
+    let mut restore = RestoreBlocking::default();
+    let served = serve_streams(
+        db,
+        caller,
+        quotas,
+        stdin(&mut restore),
+        stdout(&mut restore),
+    )
+    .await;
+    drop(restore);
+    served
+}
+
+/// Serves one client over any pair of byte streams, line by line exactly as on stdio, until
+/// `input` ends: [`serve`] gives it stdin and stdout; an in-process client (the test suite)
+/// gives it one end of an in-memory duplex.
+pub async fn serve_streams(
+    db: Database,
+    caller: Caller,
+    quotas: Quotas,
+    input: impl AsyncRead + Send + Unpin + 'static,
+    output: impl AsyncWrite + Send + Unpin + 'static,
+) -> anyhow::Result<()> {
     let server = TodoServer::new(db, Identity::Fixed(caller), quotas).await?;
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
 
-    let mut restore = RestoreBlocking::default();
-    let writer = tokio::spawn(write_lines(stdout(&mut restore), outgoing));
+    let writer = tokio::spawn(write_lines(output, outgoing));
     let forward = {
         let to_stdout = to_stdout.clone();
         tokio::spawn(forward_server_messages(server_messages, to_stdout))
     };
-    let reader = tokio::spawn(read_lines(stdin(&mut restore), to_server, to_stdout));
+    let reader = tokio::spawn(read_lines(input, to_server, to_stdout));
 
     let transport = (
         PollSender::new(from_server),
@@ -58,8 +83,28 @@ pub async fn serve(db: Database, caller: Caller, quotas: Quotas) -> anyhow::Resu
     reader.abort();
     let _ = forward.await;
     let _ = writer.await;
-    drop(restore);
     Ok(())
+}
+
+/// Who a stdio session serves: the user named by its token (an API token or a JWT, refused
+/// here when invalid, expired or revoked), or without one the single local user `local`.
+pub async fn session_caller(
+    db: &Database,
+    authenticator: &Authenticator,
+    token: Option<&str>,
+) -> anyhow::Result<Caller> {
+    match token.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => Ok(authenticator
+            .authenticate(db, token)
+            .await
+            .context("TODO_MCP_TOKEN was refused")?),
+        None => {
+            tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
+            let user = UserId::local();
+            users::ensure(db, &user).await?;
+            Ok(Caller::with_full_access(user))
+        }
+    }
 }
 
 /// stdin for the async reader. A pipe (what MCP clients give a server) is read in

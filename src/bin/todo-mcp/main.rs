@@ -3,14 +3,13 @@
 mod admin;
 mod cli;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, JwtArgs, MigrateAction, PoolArgs};
 use std::process::ExitCode;
 use todo_mcp::auth::{Authenticator, JwtOptions};
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
 use todo_mcp::store::UserId;
-use todo_mcp::store::scopes::Caller;
 use todo_mcp::store::users;
 use todo_mcp::transport::http::{
     AuthMode, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
@@ -91,18 +90,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let authenticator = Authenticator::new(&jwt_options(&server.jwt)?)?;
             let db = prepare(&url, &pool_options(&server.pool)?, no_migrate).await?;
             warn_if_row_security_bypassed(&db).await?;
-            let caller = match token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-                Some(token) => authenticator
-                    .authenticate(&db, token)
-                    .await
-                    .context("TODO_MCP_TOKEN was refused")?,
-                None => {
-                    tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
-                    let user = UserId::local();
-                    users::ensure(&db, &user).await?;
-                    Caller::with_full_access(user)
-                }
-            };
+            let caller =
+                todo_mcp::transport::stdio::session_caller(&db, &authenticator, token.as_deref())
+                    .await?;
             tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
             todo_mcp::transport::stdio::serve(db, caller, server.quotas.quotas()).await
         }
