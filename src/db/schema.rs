@@ -2,7 +2,7 @@
 //! SQLite have a type of ours that maps to each (`Id`: uuid or text, `Instant`:
 //! timestamptz or text, `JsonDoc`: jsonb or text; see `db::types`), so this one description
 //! serves both. Rows are read by column name (`#[derive(Selectable)]`), so the order of the
-//! columns here does not matter; tests/columns.rs checks every column reads back as the
+//! columns here does not matter; tests/it/columns.rs checks every column reads back as the
 //! field of its name on both backends.
 
 diesel::table! {

@@ -110,7 +110,7 @@ pub struct Header {
     pub source: String,
 }
 
-// One struct per table, every column under its own name. `tests/transfer.rs` checks each
+// One struct per table, every column under its own name. `tests/it/transfer.rs` checks each
 // against the table's columns, so a column added to the schema cannot be left out.
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]

@@ -1,5 +1,5 @@
 // Drives Debian's chromium (through playwright-core) over todo-mcp's /ui page as a user
-// would, for tests/ui.rs: signs in with a token, walks the tasks (with "load more"), opens
+// would, for tests/external/ui.rs: signs in with a token, walks the tasks (with "load more"), opens
 // a conversation's timeline and its agent state versions, tries another user's
 // conversation, checks the page's Content-Security-Policy is in force, and signs out.
 //

@@ -1,4 +1,10 @@
-//! An MCP client talking to `todo-mcp stdio`, plus raw spawning for start-up failure tests.
+//! MCP clients of the server: in process ([`connect_in_process`]: the server's stdio session on its own
+//! thread, joined to the client by an in-memory duplex) or over a real `todo-mcp stdio` child
+//! ([`connect_stdio`]), plus raw spawning for start-up failure tests.
+//!
+//! Both kinds are an [`McpClient`] answering the same calls, and both keep the server's log
+//! (shown in panic messages, returned by [`McpClient::close`]). Use the child where the
+//! process is what is tested: its pipes, its start-up checks, a kill.
 
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,6 +19,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use super::cli;
+
+mod in_process;
 
 /// Start-up (spawn + migrations + MCP initialize) must finish within this.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,6 +122,8 @@ async fn finish_read(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
 /// the test harness shows it for failing tests only.
 pub(crate) struct StderrLog {
     buf: Arc<Mutex<String>>,
+    /// What ends when the server can write no more: the child's stderr reader, or the
+    /// in-process server's thread.
     reader: JoinHandle<()>,
 }
 
@@ -163,22 +173,63 @@ impl StderrLog {
     }
 }
 
-/// A connected MCP client session with one `todo-mcp stdio` child process.
-pub struct StdioClient {
+/// A connected MCP client session with one server: a `todo-mcp stdio` child process, or the
+/// same stdio session in process.
+pub struct McpClient {
     service: RunningService<RoleClient, ()>,
+    /// The child's process id; `None` in process.
     pid: Option<u32>,
     stderr: StderrLog,
     /// Says which server this is in panic messages (its `DATABASE_URL`, or how it was started).
     label: String,
 }
 
+/// Start the server in process for `db_url`, as `todo-mcp stdio` would with
+/// `DATABASE_URL=db_url`, `TODO_MCP_TOKEN=token` and the settings in `extra_env` (migrations
+/// applied first), perform the MCP initialize handshake and return the session.
+///
+/// The server runs `todo_mcp::transport::stdio::serve_streams`, the binary's own stdio
+/// session, on a thread and runtime of its own whose log is kept as a child's stderr is.
+/// Settings only the process has (`TODO_MCP_NO_MIGRATE`, the HTTP server's) panic here:
+/// such a test uses [`connect_stdio`].
+pub async fn connect_in_process(
+    db_url: &str,
+    token: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> McpClient {
+    let label = format!("in process, DATABASE_URL={db_url}");
+    let settings = in_process::Settings::from_env(extra_env);
+    let (client_io, stderr) = in_process::start(db_url, token, settings, &label);
+    let service = match tokio::time::timeout(START_TIMEOUT, ().serve(client_io)).await {
+        Ok(Ok(service)) => service,
+        Ok(Err(e)) => {
+            let log = stderr.finish(Duration::from_secs(5)).await;
+            panic!(
+                "MCP initialize with the server ({label}) failed: {e}\n--- server log ---\n{log}"
+            );
+        }
+        Err(_) => panic!(
+            "the server ({label}) did not complete MCP initialize within {START_TIMEOUT:?}\n\
+             --- server log ---\n{}",
+            stderr.tail()
+        ),
+    };
+    McpClient {
+        service,
+        pid: None,
+        stderr,
+        label,
+    }
+}
+
 /// Spawn `todo-mcp stdio` (see [`stdio_command`] for its environment), perform the MCP
 /// initialize handshake and return the session. Panics with the server's stderr on failure.
+/// For tests of the process itself; others use [`connect_in_process`].
 pub async fn connect_stdio(
     db_url: &str,
     token: Option<&str>,
     extra_env: &[(&str, &str)],
-) -> StdioClient {
+) -> McpClient {
     connect_command(
         stdio_command(db_url, token, extra_env),
         &format!("DATABASE_URL={db_url}"),
@@ -188,7 +239,7 @@ pub async fn connect_stdio(
 
 /// Like [`connect_stdio`] for a command built by the caller, such as a bundled binary started
 /// the way its host starts it; `label` says which server it is in panic messages.
-pub async fn connect_command(command: tokio::process::Command, label: &str) -> StdioClient {
+pub async fn connect_command(command: tokio::process::Command, label: &str) -> McpClient {
     let (transport, stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::piped())
         .spawn()
@@ -210,7 +261,7 @@ pub async fn connect_command(command: tokio::process::Command, label: &str) -> S
             stderr.tail()
         ),
     };
-    StdioClient {
+    McpClient {
         service,
         pid,
         stderr,
@@ -218,7 +269,7 @@ pub async fn connect_command(command: tokio::process::Command, label: &str) -> S
     }
 }
 
-impl StdioClient {
+impl McpClient {
     /// Call a tool and return the raw result; panics only on a JSON-RPC-level failure.
     /// `args` must be a JSON object, or `null` for no arguments.
     pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
@@ -310,12 +361,18 @@ impl StdioClient {
         &self.service
     }
 
-    /// The server process id.
+    /// The server process id; panics in process (use [`connect_stdio`] for a child).
     pub fn pid(&self) -> u32 {
-        self.pid.expect("the todo-mcp child process id is unknown")
+        self.pid.unwrap_or_else(|| {
+            panic!(
+                "the server ({}) has no process id: it runs in the test's process; a test that \
+                 signals the server starts it with connect_stdio",
+                self.label
+            )
+        })
     }
 
-    /// Everything the server wrote to stderr so far.
+    /// Everything the server logged so far (a child's stderr).
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
@@ -329,7 +386,7 @@ impl StdioClient {
             .status()
             .unwrap_or_else(|e| panic!("could not run `kill -KILL {pid}`: {e}"));
         assert!(status.success(), "`kill -KILL {pid}` failed: {status}");
-        let StdioClient {
+        let McpClient {
             service, stderr, ..
         } = self;
         // The session ends when the child's stdout closes; it then reaps the child.
@@ -343,9 +400,10 @@ impl StdioClient {
     }
 
     /// Graceful shutdown as the MCP spec describes for stdio (close stdin, wait, then SIGTERM,
-    /// then SIGKILL); returns the server's stderr.
+    /// then SIGKILL; in process: end of input, then the server's thread ends); returns the
+    /// server's log.
     pub async fn close(self) -> String {
-        let StdioClient {
+        let McpClient {
             mut service,
             stderr,
             ..
@@ -363,7 +421,7 @@ impl StdioClient {
 
     fn context(&self) -> String {
         format!(
-            "server: pid {:?}, {}\n--- server stderr (tail) ---\n{}",
+            "server: pid {:?}, {}\n--- server log (tail) ---\n{}",
             self.pid,
             self.label,
             self.stderr.tail()

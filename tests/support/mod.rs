@@ -1,6 +1,7 @@
 //! Shared integration-test harness for `todo-mcp`.
 //!
-//! Every test file includes it with `mod support;`. What it gives:
+//! Each test target (tests/it, tests/external, tests/install) includes it once as its
+//! `support` module. What it gives:
 //!
 //! * [`pg`]: finds (or starts) a PostgreSQL server once per test process, keeps one migrated
 //!   template database per process and hands each test its own copy ([`PgTestDb`]).
@@ -8,7 +9,8 @@
 //! * [`TestDb`] / [`Backend`] / [`both_backends!`](crate::both_backends): run one test body on
 //!   both backends.
 //! * [`cli`]: run the `todo-mcp` binary ([`todo_mcp`], [`create_token`]).
-//! * [`mcp`]: an MCP client over `todo-mcp stdio` ([`connect_stdio`], [`StdioClient`]).
+//! * [`mcp`]: an MCP client of the server in process ([`connect_in_process`]) or of a `todo-mcp stdio`
+//!   child ([`connect_stdio`]): an [`McpClient`] either way.
 //! * [`proxy`]: a TCP proxy in front of PostgreSQL that cuts a connection on cue
 //!   ([`proxy::FaultProxy`]).
 //!
@@ -36,18 +38,21 @@ pub mod pgbouncer;
 pub mod proxy;
 pub mod python;
 pub mod reliability;
+pub mod samples;
 pub mod sql;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
 pub use http::{HttpServer, start_http, start_http_on};
-pub use mcp::{StdioClient, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command};
+pub use mcp::{
+    McpClient, connect_in_process, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command,
+};
 pub use pg::PgTestDb;
 pub use sqlite::SqliteTestDb;
 
 /// Every tool the server has, sorted: the public contract tests check tools/list against.
 /// Read from the committed mcp-manifest.json, which `todo-mcp manifest` generates from the
-/// tool definitions (tests/manifest.rs keeps the two equal), so no test lists tools by hand.
+/// tool definitions (tests/it/manifest.rs keeps the two equal), so no test lists tools by hand.
 pub static TOOL_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut names: Vec<&'static str> = manifest_tools()
         .iter()

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub struct Evidence<'a> {
     /// Stable, human-readable class name, e.g. "hostile input over HTTP".
     pub class: &'a str,
-    /// Where the test lives, e.g. "tests/hostile_input.rs".
+    /// Where the test lives, e.g. "tests/it/hostile_input.rs".
     pub test: &'a str,
     /// How many cases (inputs, faults, calls) the test tried.
     pub cases: usize,

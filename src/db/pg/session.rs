@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 /// They reach the server in order because a simple query (the batch) is written to the
 /// connection when its future is first polled, and `join!` polls it before the statement's
 /// (which may first need a Parse of its own). If the order ever broke, the first statement
-/// would run outside the transaction, without `todo.user_id`: `tests/transactions.rs`
+/// would run outside the transaction, without `todo.user_id`: `tests/it/transactions.rs`
 /// checks that it sees the `SET LOCAL`s and shares the second statement's transaction.
 pub struct Session<'a> {
     conn: &'a mut AsyncPgConnection,
