@@ -277,7 +277,7 @@ async fn bad_api_tokens_stop_the_server_at_start(db: TestDb) {
         &cli(&db, &["token", "revoke", &revoked_id]),
         "todo-mcp token revoke",
     );
-    let expired = create_token_with(db.url(), "alice", &["--expires-in", "0"]);
+    let expired = support::sql::create_expired_token(&db, "alice", "expired").await;
     let unknown = format!(
         "tmcp_{}",
         URL_SAFE_NO_PAD.encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()))

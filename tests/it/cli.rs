@@ -110,3 +110,54 @@ fn no_auth_off_loopback_is_refused_before_anything_is_created() {
         file.display()
     );
 }
+
+/// `token create` refuses a token that would be born expired, a lifetime past any date, and
+/// a user id with spaces or shell punctuation, each naming what is wrong, and issues nothing.
+#[test]
+fn token_create_refuses_bad_lifetimes_and_user_ids() {
+    let db = support::SqliteTestDb::new();
+    for (args, said) in [
+        (
+            &["--user", "alice", "--expires-in", "0"][..],
+            "0 is not in 1..=36500",
+        ),
+        (
+            &["--user", "alice", "--expires-in", "99999999"][..],
+            "99999999 is not in 1..=36500",
+        ),
+        (
+            &["--user", "bad user!"][..],
+            "`bad user!` is not a user id: ' ' is not allowed",
+        ),
+        (&["--user", ""][..], "is not a user id: it is empty"),
+    ] {
+        let mut command = vec!["token", "create"];
+        command.extend_from_slice(args);
+        let out = todo_mcp(&command, &[("DATABASE_URL", db.url())]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(said),
+            "`todo-mcp {}` should fail saying {said:?}:\n{}",
+            command.join(" "),
+            describe_output(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no token printed: {}",
+            describe_output(&out)
+        );
+    }
+    // A good one still works, with every allowed kind of character.
+    let out = todo_mcp(
+        &[
+            "token",
+            "create",
+            "--user",
+            "auth0|user.name+x@example-1.com_:2",
+            "--expires-in",
+            "1",
+        ],
+        &[("DATABASE_URL", db.url())],
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+}

@@ -278,8 +278,13 @@ const NO_EXP: &str = "the token has no `exp` claim";
 const JWT_DISABLED: &str = "the token is a JWT, but neither TODO_MCP_JWT_ISSUER nor TODO_MCP_JWT_SECRET is set, so JWTs are not accepted";
 
 /// Every kind of bad credential a server with [`JWT_SECRET`] configured must refuse.
-fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
-    let expired_token = create_token_with(db.url(), "mallory", &["--expires-in", "0"]);
+async fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
+    let expired_token = create_token_with(db.url(), "mallory", &["--expires-in", "1"]);
+    db.execute(
+        "UPDATE api_tokens SET expires_at = expires_at - interval '30 years' \
+         WHERE user_id = 'mallory'",
+    )
+    .await;
     let bearer = |token: &str| Some(format!("Bearer {token}"));
     vec![
         BadCredential {
@@ -418,7 +423,7 @@ fn jwt_env() -> [(&'static str, &'static str); 1] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_refuses_bad_credentials_before_any_tool_runs() {
     let db = PgTestDb::new().await;
-    let cases = bad_credentials(&db);
+    let cases = bad_credentials(&db).await;
     let server = start_http(db.url(), &[], &jwt_env()).await;
     let before = written(&db).await;
     for (i, case) in cases.iter().enumerate() {
@@ -444,7 +449,7 @@ async fn mcp_refuses_bad_credentials_before_any_tool_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_refuses_bad_credentials() {
     let db = PgTestDb::new().await;
-    let cases = bad_credentials(&db);
+    let cases = bad_credentials(&db).await;
     let server = start_http(db.url(), &[], &jwt_env()).await;
     let before = written(&db).await;
     for case in &cases {
@@ -462,7 +467,7 @@ async fn sse_refuses_bad_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_refuses_bad_credentials_on_a_live_session() {
     let db = PgTestDb::new().await;
-    let cases = bad_credentials(&db);
+    let cases = bad_credentials(&db).await;
     let alice = create_token(db.url(), "alice");
     let server = start_http(db.url(), &[], &jwt_env()).await;
     let mut stream = EventStream::open(&server, &alice).await;

@@ -78,3 +78,26 @@ pub async fn execute(db: &TestDb, statements: &str) {
         }
     }
 }
+
+/// An API token of `user`'s that has already expired, for tests of refusals: issued for a
+/// day under the name `name` (`token create` refuses a lifetime under a day), then its
+/// expiry moved 30 years back in the database.
+pub async fn create_expired_token(db: &TestDb, user: &str, name: &str) -> String {
+    let token =
+        super::cli::create_token_with(db.url(), user, &["--expires-in", "1", "--name", name]);
+    let name = name.replace('\'', "''");
+    let expire = match db {
+        TestDb::Pg(_) => format!(
+            "UPDATE api_tokens SET expires_at = expires_at - interval '30 years' \
+             WHERE name = '{name}'"
+        ),
+        // Stored as text that starts with the year.
+        TestDb::Sqlite(_) => format!(
+            "UPDATE api_tokens SET expires_at = \
+             printf('%04d', substr(expires_at, 1, 4) - 30) || substr(expires_at, 5) \
+             WHERE name = '{name}'"
+        ),
+    };
+    execute(db, &expire).await;
+    token
+}

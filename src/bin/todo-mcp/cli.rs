@@ -324,8 +324,9 @@ pub enum MigrateAction {
 pub enum TokenAction {
     /// Issue a token for a user (created if new) and print it alone on stdout.
     Create {
-        /// The user id the token acts as.
-        #[arg(long)]
+        /// The user id the token acts as: letters, digits and `- _ . @ : | +`, as an
+        /// identity provider's `sub` is (a JWT for the same `sub` is the same user).
+        #[arg(long, value_parser = parse_new_user_id)]
         user: String,
         /// What the token may do: `read` (todo:read, the read-only tools) or `write`
         /// (todo:write, every other tool). Repeat or comma-separate for both
@@ -335,8 +336,8 @@ pub enum TokenAction {
         /// A label to recognise the token by in `token list`.
         #[arg(long)]
         name: Option<String>,
-        /// Days until the token expires [default: never].
-        #[arg(long, value_name = "DAYS")]
+        /// Days until the token expires, 1 to 36500 [default: never].
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in: Option<u32>,
     },
     /// List a user's tokens (never their secrets), as JSON lines.
@@ -365,6 +366,34 @@ pub enum UserAction {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Punctuation a user id named on the command line may hold, besides letters and digits:
+/// what identity providers put in a `sub` (`auth0|123`, `user@example.com`).
+const USER_ID_PUNCTUATION: &str = "-_.@:|+";
+
+/// A user id for a new token: no spaces or shell punctuation, so that a typo (`'bad user!'`)
+/// is not a user of its own.
+fn parse_new_user_id(raw: &str) -> Result<String, String> {
+    let refused = |why: &str| format!("{} is not a user id: {why}", quote(raw));
+    if raw.is_empty() {
+        return Err(refused("it is empty"));
+    }
+    if raw.chars().count() > todo_mcp::store::limits::USER_ID {
+        return Err(refused(&format!(
+            "it is over {} characters",
+            todo_mcp::store::limits::USER_ID
+        )));
+    }
+    match raw
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !USER_ID_PUNCTUATION.contains(*c))
+    {
+        Some(c) => Err(refused(&format!(
+            "{c:?} is not allowed; use letters, digits and {USER_ID_PUNCTUATION}"
+        ))),
+        None => Ok(raw.to_string()),
+    }
 }
 
 fn parse_scope(raw: &str) -> Result<TodoScope, String> {
