@@ -485,8 +485,10 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
 /// serde's message for a bad value, in the terms of JSON that a client sent rather than
 /// of the Rust type it was read into: `invalid type: floating point \`1.5\`, expected i64`
 /// becomes `invalid type: number 1.5, expected an integer`. serde words these messages
-/// as `invalid type|value: <what came>, expected <what was wanted>` (de::Error's
-/// defaults); anything else passes through unchanged.
+/// as `invalid type|value: <what came>, expected <what was wanted>` or `unknown variant
+/// \`<what came>\`, expected one of …` (de::Error's defaults); anything else passes through
+/// unchanged. What came is quoted short, so that what was wanted (the allowed values of
+/// `priority`, `role`, `sort`) is still there after a huge value.
 fn in_json_terms(message: &str) -> String {
     let Some((got, wanted)) = message.rsplit_once(", expected ") else {
         return message.to_owned();
@@ -495,7 +497,13 @@ fn in_json_terms(message: &str) -> String {
         Some((what @ ("invalid type" | "invalid value"), value)) => {
             format!("{what}: {}", json_value(value))
         }
-        _ => got.to_owned(),
+        _ => match got
+            .strip_prefix("unknown variant `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            Some(variant) => format!("unknown variant {}", quote(variant)),
+            None => got.to_owned(),
+        },
     };
     format!("{got}, expected {}", json_type(wanted))
 }
@@ -513,6 +521,14 @@ fn json_value(value: &str) -> String {
     }
     if let Some(boolean) = inner("boolean `") {
         return boolean;
+    }
+    // serde quotes a string in full: a long one is quoted short, as every refusal does.
+    if let Some(text) = value
+        .strip_prefix("string \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        && text.chars().nth(crate::store::QUOTED_CHARS).is_some()
+    {
+        return format!("string {}", quote(text));
     }
     match value {
         "unit value" | "Option value" => "null".into(),
@@ -547,11 +563,66 @@ impl<T: JsonSchema> JsonSchema for Checked<T> {
     }
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        T::json_schema(generator)
+        let mut schema = T::json_schema(generator);
+        not_null_unless_it_clears(&mut schema);
+        schema
     }
 
     fn inline_schema() -> bool {
         T::inline_schema()
+    }
+}
+
+/// Marks an argument whose `null` means something (it clears the value: update_task's
+/// `due`, `parent_task_id`, `repeat`); its schema keeps `null` among its types.
+pub const NULL_CLEARS: &str = "x-null-clears";
+
+/// An optional argument's schema is its plain type (`array`, not `["array", "null"]`),
+/// `null` still accepted as leaving it out, unless it is marked [`NULL_CLEARS`]: clients
+/// that build arguments from the schema (the MCP Inspector's older forms) send a value of
+/// a `["boolean", "null"]` argument as the string "true".
+fn not_null_unless_it_clears(schema: &mut schemars::Schema) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for property in properties.values_mut() {
+        let Some(property) = property.as_object_mut() else {
+            continue;
+        };
+        if property.get(NULL_CLEARS) == Some(&Value::Bool(true)) {
+            continue;
+        }
+        let mut stripped = false;
+        if let Some(Value::Array(types)) = property.get("type") {
+            let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+            if kept.len() < types.len() {
+                stripped = true;
+                let plain = match <[Value; 1]>::try_from(kept) {
+                    Ok([only]) => only,
+                    Err(several) => Value::Array(several),
+                };
+                property.insert("type".into(), plain);
+            }
+        }
+        if let Some(Value::Array(branches)) = property.get("anyOf") {
+            let others: Vec<Value> = branches
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
+                .cloned()
+                .collect();
+            if others.len() == 1 && branches.len() == 2 {
+                property.remove("anyOf");
+                if let Value::Object(other) = &others[0] {
+                    for (key, value) in other {
+                        property.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+                stripped = true;
+            }
+        }
+        if stripped && property.get("default") == Some(&Value::Null) {
+            property.remove("default");
+        }
     }
 }
 
@@ -589,6 +660,7 @@ mod tests {
             names: Option<Vec<String>>,
             inner: Option<Inner>,
             title: Option<String>,
+            priority: Option<crate::store::task_fields::Priority>,
         }
         let cases = [
             (
@@ -622,6 +694,21 @@ mod tests {
             (
                 json!({"title": true}),
                 "invalid `title`: invalid type: true, expected a string",
+            ),
+            (
+                json!({"limit": "9".repeat(5_000)}),
+                "invalid `limit`: invalid type: string `9999999999999999999999999999999999999999…` \
+                 (5000 characters), expected an integer",
+            ),
+            (
+                json!({"priority": "x".repeat(100_000)}),
+                "invalid `priority`: unknown variant `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` \
+                 (100000 characters), expected one of `low`, `normal`, `high`, `urgent`",
+            ),
+            (
+                json!({"priority": "HIGH"}),
+                "invalid `priority`: unknown variant `HIGH`, expected one of `low`, `normal`, \
+                 `high`, `urgent`",
             ),
         ];
         for (args, expected) in cases {

@@ -160,6 +160,7 @@ pub struct UpdateTaskArgs {
     pub completed: Option<bool>,
     /// New due date or date-time (as add_task takes it); null clears it.
     #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
     pub due: Option<Option<String>>,
     /// New priority: `low`, `normal`, `high` or `urgent`.
     #[serde(default)]
@@ -169,9 +170,11 @@ pub struct UpdateTaskArgs {
     pub labels: Option<Vec<String>>,
     /// Make it a subtask of this task (UUID); null makes it a task of its own.
     #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
     pub parent_task_id: Option<Option<String>>,
     /// New repeating rule (as add_task takes it); null stops it repeating.
     #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
     pub repeat: Option<Option<String>>,
     /// The task's `updated_at` as you last read it: the update then happens only if nobody
     /// changed the task since, and fails with a conflict otherwise.

@@ -967,7 +967,57 @@ async fn an_agents_tool_calls_round_trip_through_the_python_sdk(db: TestDb) {
     assert_eq!(Value::from(rebuilt), messages);
 }
 
+/// README's Python example, run whole as a user would save it: it defines every name it
+/// uses, imports only the SDK's public names, and prints the history it made.
+async fn readme_python_example_runs(db: TestDb) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let example = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```python block");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("example.py");
+    std::fs::write(&script, example).expect("write the example");
+    let token = create_token(db.url(), "reader");
+    // `command="todo-mcp"` is found on PATH, as after `cargo install`.
+    let bin_dir = Path::new(support::bin_path())
+        .parent()
+        .expect("the binary's folder");
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    let mut command = tokio::process::Command::new(support::python::python());
+    command
+        .arg(&script)
+        .env_clear()
+        .env("PATH", path)
+        .env("TODO_MCP_TOKEN", &token)
+        .env("DATABASE_URL", db.url());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
+        .await
+        .expect("the README example finished within 2 minutes")
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "README's Python example failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"user add milk"), "{stdout}");
+    // The task it added is the reader's.
+    let reader = connect_in_process(db.url(), Some(&token), &[]).await;
+    let tasks = reader.call_ok("list_tasks", json!({})).await;
+    assert_eq!(tasks["tasks"][0]["title"], "milk", "{tasks}");
+    reader.close().await;
+}
+
 both_backends!(
+    readme_python_example_runs,
     an_agents_tool_calls_round_trip_through_the_python_sdk,
     every_tool_works_over_streamable_http,
     every_tool_works_over_legacy_sse,

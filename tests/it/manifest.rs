@@ -152,3 +152,64 @@ fn manifest_names_this_version_and_the_stdio_transport() {
         );
     }
 }
+
+/// An optional argument's schema is its plain type (`array`, `boolean`…), so that clients
+/// that build arguments from it (the MCP Inspector's forms) send that type; `null` is
+/// among its types only where it clears a value, marked `x-null-clears`. Both ways of
+/// leaving an argument out still work: omitting it, or sending `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_arguments_have_plain_types_unless_null_clears() {
+    let db = SqliteTestDb::new();
+    let client = connect_in_process(db.url(), None, &[]).await;
+    let mut nullable = Vec::new();
+    for tool in client.list_tools().await {
+        for (name, property) in tool
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let null_type = match &property["type"] {
+                Value::Array(types) => types.iter().any(|t| t == "null"),
+                other => other == "null",
+            };
+            let null_branch = property["anyOf"]
+                .as_array()
+                .is_some_and(|branches| branches.iter().any(|b| b["type"] == "null"));
+            let clears = property["x-null-clears"] == true;
+            assert!(
+                !(null_type || null_branch) || clears,
+                "{}.{name} accepts null in its schema but null clears nothing: {property}",
+                tool.name
+            );
+            if null_type {
+                nullable.push(format!("{}.{name}", tool.name));
+            }
+        }
+    }
+    assert_eq!(
+        nullable,
+        [
+            "update_task.due",
+            "update_task.parent_task_id",
+            "update_task.repeat"
+        ],
+        "the arguments where null clears a value"
+    );
+    // null still means "not given" where the schema no longer says so.
+    let task = client
+        .call_ok(
+            "add_task",
+            serde_json::json!({ "title": "t", "labels": null, "due": null }),
+        )
+        .await;
+    assert_eq!(task["task"]["labels"], serde_json::json!([]));
+    client
+        .call_ok(
+            "list_tasks",
+            serde_json::json!({ "overdue": null, "label": null }),
+        )
+        .await;
+    client.close().await;
+}
