@@ -155,9 +155,6 @@ diesel::table! {
     }
 }
 
-// A task's labels belong to it (task_labels.task_id → tasks.id), for list_labels' counts.
-diesel::joinable!(task_labels -> tasks (task_id));
-
 diesel::allow_tables_to_appear_in_same_query!(
     agent_states,
     turns,

@@ -10,6 +10,7 @@ use crate::db::{Conn, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -1002,47 +1003,37 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
     }
 }
 
-/// A label on the user's tasks, how many carry it, and how many of those are pending.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
+/// A label on the user's tasks, and how many carry it.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, QueryableByName)]
 pub struct LabelCount {
     /// As the tasks spell it (the first spelling, alphabetically, when they differ in case).
+    #[diesel(sql_type = Text)]
     pub label: String,
     /// Tasks with this label.
+    #[diesel(sql_type = BigInt)]
     pub tasks: i64,
-    /// Tasks with this label not completed.
-    pub pending: i64,
 }
 
-/// Every label on the user's tasks, alphabetically (case-insensitive), with counts: the
-/// label index (user_id, label_key, …) joined to each labelled task by its key for its
-/// completion (`completed_at` is set exactly when a task is completed: a CHECK says so).
+/// Every label on the user's tasks, alphabetically (case-insensitive), with counts: from
+/// the label index alone (user_id, label_key, …), no task read.
 pub async fn labels(tx: &mut UserTx) -> Result<Vec<LabelCount>, StoreError> {
     let (tx, user) = tx.split();
-    let rows: Vec<LabelCount> = on_backend!(tx, |conn| {
-        use diesel::dsl::{count, count_star, min};
+    let rows: Vec<(String, String, i64)> = on_backend!(tx, |conn| {
+        use diesel::dsl::{count_star, min};
         use schema::task_labels::dsl as l;
-        use schema::tasks::dsl as t;
         l::task_labels
-            .inner_join(t::tasks)
             .filter(l::user_id.eq(user.as_str()))
-            .filter(t::user_id.eq(user.as_str()))
             .group_by(l::label_key)
-            .select((
-                l::label_key,
-                min(l::label),
-                count_star(),
-                count(t::completed_at),
-            ))
+            .select((l::label_key, min(l::label), count_star()))
             .order(l::label_key)
-            .load::<(String, Option<String>, i64, i64)>(conn)
+            .load::<(String, Option<String>, i64)>(conn)
             .await?
             .into_iter()
-            .map(|(key, label, tasks, completed)| LabelCount {
-                label: label.unwrap_or(key),
-                tasks,
-                pending: tasks - completed,
-            })
+            .map(|(key, label, tasks)| (key.clone(), label.unwrap_or(key), tasks))
             .collect()
     });
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(_, label, tasks)| LabelCount { label, tasks })
+        .collect())
 }

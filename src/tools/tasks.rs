@@ -304,7 +304,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "List the labels on the user's tasks, alphabetically, each with how many tasks carry it and how many of those are pending.",
+        description = "List the labels on the user's tasks, alphabetically, each with how many tasks carry it.",
         annotations(
             title = "List labels",
             read_only_hint = true,
