@@ -5,6 +5,7 @@
 use crate::support;
 
 use serde_json::{Value, json};
+use support::samples::{self, Seed};
 use support::{Backend, McpClient, TestDb, connect_in_process, create_token};
 use uuid::Uuid;
 
@@ -736,7 +737,34 @@ async fn postgres_records_are_jsonb_and_owned_by_the_conversation_owner() {
     assert!(users.contains(&&json!("owner-a")) && users.contains(&&json!("owner-b")));
 }
 
+/// Every tool's sample call (tests/support/samples.rs, so a new tool is covered too) leaves
+/// a record naming the tool, with its arguments as sent and its result as returned.
+async fn every_tools_sample_call_is_recorded(db: TestDb) {
+    let client = connect_in_process(db.url(), None, &[]).await;
+    let seed = Seed::plant(&client).await;
+    for (tool, args) in samples::all(&seed) {
+        let result = client.call_ok(tool, args.clone()).await;
+        // One client, one call at a time: the newest record is this call's.
+        let newest = support::sql::texts(
+            &db,
+            "SELECT tool_calls AS j FROM messages WHERE kind = 'call_record' \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .await;
+        let record: Value = serde_json::from_str(newest.first().map_or("null", String::as_str))
+            .unwrap_or_else(|e| panic!("{tool}: the newest record is not JSON ({e}): {newest:?}"));
+        assert_eq!(record["tool"], tool, "{record}");
+        assert_eq!(record["ok"], true, "{tool}: {record}");
+        assert_eq!(record["arguments"], args, "{tool}: arguments as sent");
+        if record["result"]["omitted"] != true {
+            assert_eq!(record["result"], result, "{tool}: result as returned");
+        }
+    }
+    client.close().await;
+}
+
 both_backends!(
+    every_tools_sample_call_is_recorded,
     every_call_is_recorded_where_and_as_it_happened,
     reading_a_history_twice_returns_the_same,
     failed_calls_change_nothing_and_are_recorded,
