@@ -36,6 +36,7 @@ mod readme;
 mod replicas;
 mod row_level_security;
 mod samples;
+mod schema;
 mod scopes;
 mod search;
 mod sqlite_wal;
