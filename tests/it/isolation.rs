@@ -120,7 +120,7 @@ async fn every_tool_on_another_users_rows_behaves_like_unknown_ids(db: TestDb) {
     let unknown = Seed {
         task: Uuid::new_v4().to_string(),
         conversation: Uuid::new_v4().to_string(),
-        message: 9_000_000_001,
+        message: json!(9_000_000_001_i64),
     };
     let mut naming_no_row = Vec::new();
     for (tool, on_hers) in samples::all(&seed) {

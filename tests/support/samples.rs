@@ -8,12 +8,14 @@ use serde_json::{Value, json};
 use super::McpClient;
 
 /// The rows a sample call refers to, all of one user's: made by [`Seed::plant`], or ids
-/// nobody has ([`Seed::unknown`]).
+/// nobody has ([`Seed::unknown`]), or references to the results of a script's planting
+/// calls ([`python_script`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
     pub task: String,
     pub conversation: String,
-    pub message: i64,
+    /// A message id: a number, or a script's `${N.path}` reference to one.
+    pub message: Value,
 }
 
 impl Seed {
@@ -22,47 +24,77 @@ impl Seed {
         Seed {
             task: "00000000-0000-0000-0000-000000000000".into(),
             conversation: "00000000-0000-0000-0000-000000000000".into(),
-            message: 9_000_000_000,
+            message: json!(9_000_000_000_i64),
         }
     }
 
     /// A task, a conversation with a message and a saved agent state, made through
     /// `client`'s own tools, for its user.
     pub async fn plant(client: &McpClient) -> Seed {
-        let task = client
-            .call_ok(
-                "add_task",
-                json!({ "title": "seeded task", "labels": ["seed"] }),
-            )
-            .await;
-        let conversation = client
-            .call_ok(
-                "start_conversation",
-                json!({ "title": "seeded conversation" }),
-            )
-            .await;
-        let conversation = string_at(&conversation, "/conversation/id");
-        let message = client
-            .call_ok(
-                "append_message",
-                json!({ "conversation_id": conversation, "role": "user", "content": "seeded words" }),
-            )
-            .await;
-        client
-            .call_ok(
-                "save_agent_state",
-                json!({ "conversation_id": conversation, "state": { "step": 1 } }),
-            )
-            .await;
+        let mut results: Vec<Value> = Vec::new();
+        for index in 0..PLANTING_CALLS {
+            // The message and the state go into the conversation that call 1 started.
+            let conversation = results
+                .get(1)
+                .map(|started| string_at(started, "/conversation/id"))
+                .unwrap_or_default();
+            let (tool, args) = planting(&conversation).swap_remove(index);
+            results.push(client.call_ok(tool, args).await);
+        }
+        let message = results[2]["message"]["id"].clone();
+        assert!(
+            message.is_i64(),
+            "append_message returned no message id: {}",
+            results[2]
+        );
         Seed {
-            task: string_at(&task, "/task/id"),
-            conversation,
-            message: message
-                .pointer("/message/id")
-                .and_then(Value::as_i64)
-                .unwrap_or_else(|| panic!("append_message returned no /message/id: {message}")),
+            task: string_at(&results[0], "/task/id"),
+            conversation: string_at(&results[1], "/conversation/id"),
+            message,
         }
     }
+}
+
+/// How many calls [`planting`] makes.
+const PLANTING_CALLS: usize = 4;
+
+/// The calls that plant a seed, in order: a task (result 0), a conversation (1), a message
+/// in `conversation` (2) and an agent state of it (3).
+fn planting(conversation: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "add_task",
+            json!({ "title": "seeded task", "labels": ["seed"] }),
+        ),
+        (
+            "start_conversation",
+            json!({ "title": "seeded conversation" }),
+        ),
+        (
+            "append_message",
+            json!({ "conversation_id": conversation, "role": "user", "content": "seeded words" }),
+        ),
+        (
+            "save_agent_state",
+            json!({ "conversation_id": conversation, "state": { "step": 1 } }),
+        ),
+    ]
+}
+
+/// The planting calls, then every tool's sample in [`TOOLS_IN_ORDER`], as calls for the
+/// Python driver (tests/clients/mcp_client.py), the seed named by `${N.path}` references
+/// to the planting calls' results, which the driver resolves.
+pub fn python_script() -> Vec<Value> {
+    let seed = Seed {
+        task: "${0.task.id}".into(),
+        conversation: "${1.conversation.id}".into(),
+        message: json!("${2.message.id}"),
+    };
+    planting(&seed.conversation)
+        .into_iter()
+        .chain(all(&seed))
+        .map(|(tool, args)| super::python::call(tool, args))
+        .collect()
 }
 
 fn string_at(value: &Value, pointer: &str) -> String {
