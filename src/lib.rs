@@ -5,6 +5,9 @@
 //! `auth` turns a credential into the user every store call is scoped to. `metrics` is
 //! recorded into by `tools` and `transport` only, and reads `db`'s pool when scraped.
 
+/// What is logged on stderr unless `--log`/`TODO_MCP_LOG` says otherwise.
+pub const DEFAULT_LOG_FILTER: &str = "todo_mcp=info,warn";
+
 pub mod auth;
 pub mod db;
 pub mod manifest;

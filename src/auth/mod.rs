@@ -175,7 +175,7 @@ impl std::fmt::Display for Refusal {
 }
 
 /// How JWTs are checked, from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JwtOptions {
     /// `TODO_MCP_JWT_SECRET`: enables HS256.
     pub secret: Option<String>,
@@ -187,6 +187,21 @@ pub struct JwtOptions {
     pub audience: Option<String>,
     pub jwks_cache_ttl: Duration,
     pub jwks_refresh_min_interval: Duration,
+}
+
+impl Default for JwtOptions {
+    /// No credentials but API tokens; the JWKS cache's defaults (`--jwks-cache-ttl`,
+    /// `--jwks-refresh-min-interval`).
+    fn default() -> Self {
+        JwtOptions {
+            secret: None,
+            issuer: None,
+            jwks_url: None,
+            audience: None,
+            jwks_cache_ttl: Duration::from_secs(600),
+            jwks_refresh_min_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A configuration that cannot work, said at start.

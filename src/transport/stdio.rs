@@ -57,6 +57,7 @@ pub async fn serve_streams(
     input: impl AsyncRead + Send + Unpin + 'static,
     output: impl AsyncWrite + Send + Unpin + 'static,
 ) -> anyhow::Result<()> {
+    tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
     let server = TodoServer::new(db, Identity::Fixed(caller), quotas).await?;
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);

@@ -17,7 +17,7 @@ use support::jsonrpc::{
     PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
 };
 use support::jwt::sign_hs256;
-use support::{HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
+use support::{Backend, HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
 
 const JWT_SECRET: &str = "http-auth-test-jwt-secret";
 /// How long a test waits for an SSE event that should arrive.
@@ -280,10 +280,10 @@ const JWT_DISABLED: &str = "the token is a JWT, but neither TODO_MCP_JWT_ISSUER 
 /// Every kind of bad credential a server with [`JWT_SECRET`] configured must refuse.
 async fn bad_credentials(db: &PgTestDb) -> Vec<BadCredential> {
     let expired_token = create_token_with(db.url(), "mallory", &["--expires-in", "1"]);
-    db.execute(
-        "UPDATE api_tokens SET expires_at = expires_at - interval '30 years' \
-         WHERE user_id = 'mallory'",
-    )
+    db.execute(&support::sql::expire_tokens(
+        Backend::Postgres,
+        "user_id = 'mallory'",
+    ))
     .await;
     let bearer = |token: &str| Some(format!("Bearer {token}"));
     vec![

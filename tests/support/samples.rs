@@ -32,7 +32,7 @@ impl Seed {
     /// `client`'s own tools, for its user.
     pub async fn plant(client: &McpClient) -> Seed {
         let mut results: Vec<Value> = Vec::new();
-        for index in 0..PLANTING_CALLS {
+        for index in 0..planting("").len() {
             // The message and the state go into the conversation that call 1 started.
             let conversation = results
                 .get(1)
@@ -54,9 +54,6 @@ impl Seed {
         }
     }
 }
-
-/// How many calls [`planting`] makes.
-const PLANTING_CALLS: usize = 4;
 
 /// The calls that plant a seed, in order: a task (result 0), a conversation (1), a message
 /// in `conversation` (2) and an agent state of it (3).

@@ -86,18 +86,24 @@ pub async fn create_expired_token(db: &TestDb, user: &str, name: &str) -> String
     let token =
         super::cli::create_token_with(db.url(), user, &["--expires-in", "1", "--name", name]);
     let name = name.replace('\'', "''");
-    let expire = match db {
-        TestDb::Pg(_) => format!(
-            "UPDATE api_tokens SET expires_at = expires_at - interval '30 years' \
-             WHERE name = '{name}'"
-        ),
-        // Stored as text that starts with the year.
-        TestDb::Sqlite(_) => format!(
-            "UPDATE api_tokens SET expires_at = \
-             printf('%04d', substr(expires_at, 1, 4) - 30) || substr(expires_at, 5) \
-             WHERE name = '{name}'"
-        ),
-    };
+    let expire = expire_tokens(db.backend(), &format!("name = '{name}'"));
     execute(db, &expire).await;
     token
+}
+
+/// SQL moving the expiry of the API tokens `condition` selects 30 years back, so that they
+/// have expired.
+pub fn expire_tokens(backend: super::Backend, condition: &str) -> String {
+    match backend {
+        super::Backend::Postgres => format!(
+            "UPDATE api_tokens SET expires_at = expires_at - interval '30 years' \
+             WHERE {condition}"
+        ),
+        // Stored as text that starts with the year.
+        super::Backend::Sqlite => format!(
+            "UPDATE api_tokens SET expires_at = \
+             printf('%04d', substr(expires_at, 1, 4) - 30) || substr(expires_at, 5) \
+             WHERE {condition}"
+        ),
+    }
 }

@@ -2,6 +2,7 @@
 //! offered to it (`token create --help` lists the token's options, not the server's).
 
 use clap::{Args, Parser, Subcommand};
+use todo_mcp::auth::JwtOptions;
 use todo_mcp::store::Quotas;
 use todo_mcp::store::quote;
 use todo_mcp::store::scopes::TodoScope;
@@ -25,7 +26,7 @@ pub struct Cli {
     #[arg(
         long = "log",
         env = "TODO_MCP_LOG",
-        default_value = "todo_mcp=info,warn",
+        default_value = todo_mcp::DEFAULT_LOG_FILTER,
         global = true,
         value_name = "FILTER"
     )]
@@ -292,7 +293,7 @@ pub struct JwtArgs {
     #[arg(
         long,
         env = "TODO_MCP_JWKS_CACHE_TTL",
-        default_value_t = 600.0,
+        default_value_t = JwtOptions::default().jwks_cache_ttl.as_secs_f64(),
         value_name = "SECONDS"
     )]
     pub jwks_cache_ttl: f64,
@@ -302,7 +303,7 @@ pub struct JwtArgs {
     #[arg(
         long,
         env = "TODO_MCP_JWKS_REFRESH_MIN_INTERVAL",
-        default_value_t = 5.0,
+        default_value_t = JwtOptions::default().jwks_refresh_min_interval.as_secs_f64(),
         value_name = "SECONDS"
     )]
     pub jwks_refresh_min_interval: f64,

@@ -66,7 +66,7 @@ fn print_manifest(tools_table: bool) -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
         eprintln!("todo-mcp: ignoring TODO_MCP_LOG={filter:?} ({error}); logging at info");
-        tracing_subscriber::EnvFilter::new("todo_mcp=info,warn")
+        tracing_subscriber::EnvFilter::new(todo_mcp::DEFAULT_LOG_FILTER)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -93,7 +93,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let caller =
                 todo_mcp::transport::stdio::session_caller(&db, &authenticator, token.as_deref())
                     .await?;
-            tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
             todo_mcp::transport::stdio::serve(db, caller, server.quotas.quotas()).await
         }
         Command::Http {

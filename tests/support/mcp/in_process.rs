@@ -13,8 +13,6 @@ use tracing_subscriber::EnvFilter;
 
 use super::StderrLog;
 
-/// The binary's default log filter (`--log`).
-const DEFAULT_LOG: &str = "todo_mcp=info,warn";
 /// Bytes buffered in each direction of the duplex.
 const DUPLEX_BYTES: usize = 1 << 20;
 
@@ -34,13 +32,9 @@ impl Settings {
         let mut settings = Settings {
             pool: PoolOptions::default(),
             quotas: Quotas::default(),
-            jwt: JwtOptions {
-                jwks_cache_ttl: Duration::from_secs(600),
-                jwks_refresh_min_interval: Duration::from_secs(5),
-                ..JwtOptions::default()
-            },
+            jwt: JwtOptions::default(),
             public_url: None,
-            log: DEFAULT_LOG.to_string(),
+            log: todo_mcp::DEFAULT_LOG_FILTER.to_string(),
         };
         for &(key, value) in env {
             let number = || -> f64 {
@@ -160,7 +154,6 @@ async fn serve(
     }
     let db = Database::connect(&url, &settings.pool).await?;
     let caller = stdio::session_caller(&db, &authenticator, token).await?;
-    tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
     let (input, output) = tokio::io::split(io);
     stdio::serve_streams(db, caller, settings.quotas, input, output).await
 }
