@@ -64,6 +64,7 @@ diesel::table! {
         label -> Text,
         label_key -> Text,
         position -> SmallInt,
+        completed -> Bool,
     }
 }
 
@@ -155,7 +156,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::db::types::sql_types_by_backend::*;
+
+    task_requests (task_id) {
+        task_id -> Id,
+        user_id -> Text,
+        request_hash -> Binary,
+    }
+}
+
+diesel::joinable!(task_requests -> tasks (task_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    task_requests,
     agent_states,
     turns,
     users,

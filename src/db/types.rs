@@ -10,6 +10,7 @@ use diesel::pg::Pg;
 use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel::sqlite::Sqlite;
+use std::borrow::Borrow;
 use std::io::Write;
 
 /// The column types of `db::schema` that differ by backend.
@@ -96,20 +97,37 @@ impl From<uuid::Uuid> for DbUuid {
     }
 }
 
-/// A time to write into an [`Instant`] column. (Written through this wrapper: diesel's
-/// coherence rules let only diesel bind `DateTime<Utc>` itself to a SQL type. Reading
-/// needs none: `DateTime<Utc>` reads from [`Instant`] directly.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, AsExpression)]
+/// An [`Instant`] column's value. (A wrapper: diesel's coherence rules let only diesel
+/// bind `DateTime<Utc>` itself to a SQL type.) Serialized as the time is (RFC 3339), so a
+/// row struct with it exports as it reads.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    AsExpression,
+    FromSqlRow,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[diesel(sql_type = Instant)]
+#[serde(transparent)]
 pub struct DbTime(pub DateTime<Utc>);
 
-/// A JSON document to write into a [`JsonDoc`] column (read as `serde_json::Value`).
-#[derive(Debug, Clone, Copy, AsExpression)]
+/// A [`JsonDoc`] column's value: owned (`DbJson<Value>`, as rows read it) or borrowed
+/// (`DbJson(&value)`, to write without a copy).
+#[derive(
+    Debug, Clone, Copy, PartialEq, AsExpression, FromSqlRow, serde::Serialize, serde::Deserialize,
+)]
 #[diesel(sql_type = JsonDoc)]
-pub struct DbJson<'a>(pub &'a serde_json::Value);
+#[serde(transparent)]
+pub struct DbJson<T = serde_json::Value>(pub T);
 
-/// `FromSql` of `$rust` for `$ours` on `$backend`, through diesel's own for `$theirs`,
-/// and `ToSql` of `$wrapper` the same way.
+/// `FromSql` of `$rust` and of `$wrapper` for `$ours` on `$backend`, through diesel's own
+/// for `$theirs`; `ToSql` of `$wrapper` the same way (`$borrow` gives the value).
 macro_rules! same_as {
     ($rust:ty, $wrapper:ty, $ours:ty, $backend:ty, $theirs:ty) => {
         impl FromSql<$ours, $backend> for $rust {
@@ -120,9 +138,11 @@ macro_rules! same_as {
             }
         }
 
-        impl ToSql<$ours, $backend> for $wrapper {
-            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, $backend>) -> serialize::Result {
-                <$rust as ToSql<$theirs, $backend>>::to_sql(&self.0, out)
+        impl FromSql<$ours, $backend> for $wrapper {
+            fn from_sql(
+                value: <$backend as diesel::backend::Backend>::RawValue<'_>,
+            ) -> deserialize::Result<Self> {
+                <$rust as FromSql<$theirs, $backend>>::from_sql(value).map(Into::into)
             }
         }
     };
@@ -136,11 +156,41 @@ same_as!(
     Sqlite,
     sql_types::TimestamptzSqlite
 );
-same_as!(serde_json::Value, DbJson<'_>, JsonDoc, Pg, sql_types::Jsonb);
-same_as!(
-    serde_json::Value,
-    DbJson<'_>,
-    JsonDoc,
-    Sqlite,
-    sql_types::Json
-);
+same_as!(serde_json::Value, DbJson, JsonDoc, Pg, sql_types::Jsonb);
+same_as!(serde_json::Value, DbJson, JsonDoc, Sqlite, sql_types::Json);
+
+impl From<DateTime<Utc>> for DbTime {
+    fn from(time: DateTime<Utc>) -> Self {
+        DbTime(time)
+    }
+}
+
+impl From<serde_json::Value> for DbJson {
+    fn from(value: serde_json::Value) -> Self {
+        DbJson(value)
+    }
+}
+
+impl ToSql<Instant, Pg> for DbTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <DateTime<Utc> as ToSql<sql_types::Timestamptz, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl ToSql<Instant, Sqlite> for DbTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        <DateTime<Utc> as ToSql<sql_types::TimestamptzSqlite, Sqlite>>::to_sql(&self.0, out)
+    }
+}
+
+impl<T: Borrow<serde_json::Value> + std::fmt::Debug> ToSql<JsonDoc, Pg> for DbJson<T> {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <serde_json::Value as ToSql<sql_types::Jsonb, Pg>>::to_sql(self.0.borrow(), out)
+    }
+}
+
+impl<T: Borrow<serde_json::Value> + std::fmt::Debug> ToSql<JsonDoc, Sqlite> for DbJson<T> {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        <serde_json::Value as ToSql<sql_types::Json, Sqlite>>::to_sql(self.0.borrow(), out)
+    }
+}

@@ -38,7 +38,7 @@ pub struct Transcript {
 }
 
 /// Runs `$body` (a block using `$tx: &mut UserTx`, evaluating to `Result<T, StoreError>`)
-/// in a transaction of `$user` that is rolled back afterwards. Like a tool call, it runs
+/// in a read-only snapshot transaction of `$user`. Like a tool call, it runs
 /// again on another connection when its pooled one turned out closed (after a database
 /// restart), which cost nothing. (A macro for the reason given at [`crate::transact!`].)
 macro_rules! read {
@@ -52,14 +52,7 @@ macro_rules! read {
                 $body
             }
             .await;
-            let result = match result {
-                Ok(value) => {
-                    super::roll_back(tx.tx).await;
-                    Ok(value)
-                }
-                Err(error) => Err(super::calls::abandon(tx, error).await),
-            };
-            match result {
+            match super::end(tx, result).await {
                 Err(StoreError::Db(DbError::StaleConnection(_)))
                     if stale_connections < db.max_connections() =>
                 {

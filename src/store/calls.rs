@@ -10,7 +10,7 @@
 
 use super::audit::{self, CallRecord, Outcome};
 use super::conversations::{self, ActivityLog};
-use super::{ErrorKind, StoreError, UserId, UserTx, parse_uuid};
+use super::{ErrorKind, StoreError, UserId, UserTx, end, parse_uuid};
 use crate::db::{Database, DbError};
 use serde::Serialize;
 use serde_json::Value;
@@ -119,12 +119,12 @@ impl RecordIn {
 /// How many times a call's transaction runs at most when it keeps failing retryably.
 pub const ATTEMPTS: u32 = 3;
 
-/// Begins an attempt at the call's transaction and settles where its record goes.
+/// Begins an attempt at the call's transaction and finds where its record goes.
 pub async fn begin(db: &Database, call: &Call) -> Result<(UserTx, uuid::Uuid), StoreError> {
     let mut tx = UserTx::begin(db, &call.user).await?;
     match record_destination(&mut tx, call, true).await {
         Ok(destination) => Ok((tx, destination)),
-        Err(error) => Err(abandon(tx, error).await),
+        Err(error) => end(tx, Err(error)).await,
     }
 }
 
@@ -154,13 +154,7 @@ pub async fn finish<T: Serialize>(
         }
         Err(error) => Err(error),
     };
-    match recorded {
-        Ok(value) => {
-            tx.commit().await?;
-            Ok(value)
-        }
-        Err(error) => Err(abandon(tx, error).await),
-    }
+    end(tx, recorded).await
 }
 
 /// Whether to run a failed attempt again, after a pause if so.
@@ -218,10 +212,7 @@ pub async fn record_failure(db: &Database, call: &Call, kind: ErrorKind, message
             audit::record(&mut tx, destination, record).await
         }
         .await;
-        match recorded {
-            Ok(_) => Ok(tx.commit().await?),
-            Err(error) => Err(abandon(tx, error).await),
-        }
+        end(tx, recorded).await.map(drop)
     }
     .await;
     if let Err(error) = result {
@@ -266,19 +257,6 @@ async fn record_destination(
         Err(StoreError::Db(error)) => Err(StoreError::Db(error)),
         Err(_) => Ok(calls_log),
     }
-}
-
-/// Rolls back a failed attempt. An error met on a connection that turned out already
-/// closed becomes [`DbError::StaleConnection`]: nothing of the attempt ran.
-pub async fn abandon(tx: UserTx, error: StoreError) -> StoreError {
-    let error = match error {
-        StoreError::Db(DbError::ConnectionLost(cause)) if tx.found_dead() => {
-            StoreError::Db(DbError::StaleConnection(cause))
-        }
-        error => error,
-    };
-    super::roll_back(tx.tx).await;
-    error
 }
 
 /// Runs one tool call's transaction: `$body`, a block using `$tx: &mut UserTx` and

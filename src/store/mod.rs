@@ -146,37 +146,52 @@ impl UserTx {
     fn split(&mut self) -> (&mut Tx, &UserId) {
         (&mut self.tx, &self.user)
     }
-
-    /// Whether the connection turned out closed before anything ran on it.
-    pub fn found_dead(&self) -> bool {
-        self.tx.found_dead()
-    }
-
-    pub async fn commit(self) -> Result<(), DbError> {
-        self.tx.commit().await
-    }
 }
 
-/// Ends a transaction by its work's outcome: commits after success, rolls back after a
-/// failure (a failed rollback is logged: the pool discards such a connection).
-async fn settle<T>(tx: Tx, result: Result<T, StoreError>) -> Result<T, StoreError> {
+/// The one way a store transaction ends: by its work's outcome. After success it commits
+/// (a read-only transaction's commit writes nothing); after a failure it rolls back, and
+/// an error met on a connection that turned out already closed becomes
+/// [`DbError::StaleConnection`] (nothing of the work ran: safe to run again elsewhere). A
+/// failed rollback is only logged: the pool discards a connection left in a transaction.
+pub async fn end<T, E: EndsTransaction>(tx: impl Into<Tx>, result: Result<T, E>) -> Result<T, E> {
+    let tx: Tx = tx.into();
     match result {
         Ok(value) => {
-            tx.commit().await?;
+            tx.commit().await.map_err(E::from)?;
             Ok(value)
         }
-        Err(error) => {
-            roll_back(tx).await;
+        Err(mut error) => {
+            if tx.found_dead()
+                && let Some(db) = error.db_error()
+                && let DbError::ConnectionLost(cause) = db
+            {
+                *db = DbError::StaleConnection(std::mem::take(cause));
+            }
+            if let Err(error) = tx.rollback().await {
+                tracing::warn!(%error, "rollback failed");
+            }
             Err(error)
         }
     }
 }
 
-/// Rolls back after a failure. A failed rollback is only logged: the pool discards a
-/// connection left in a transaction, so it loses nothing.
-async fn roll_back(tx: Tx) {
-    if let Err(error) = tx.rollback().await {
-        tracing::warn!(%error, "rollback failed");
+/// An error a transaction's work can end with: it may be the database's.
+pub trait EndsTransaction: From<DbError> {
+    fn db_error(&mut self) -> Option<&mut DbError>;
+}
+
+impl EndsTransaction for StoreError {
+    fn db_error(&mut self) -> Option<&mut DbError> {
+        match self {
+            StoreError::Db(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<UserTx> for Tx {
+    fn from(tx: UserTx) -> Tx {
+        tx.tx
     }
 }
 
@@ -322,6 +337,22 @@ pub fn now() -> DateTime<Utc> {
 /// Times in tool results: RFC 3339, UTC, microseconds.
 pub fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Bytes in an export record: base64, standard alphabet (`#[serde(with = ...)]`).
+pub(crate) mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Parses an id argument, naming the field when it is not a uuid.

@@ -2,7 +2,7 @@
 //! needs one, read by the others.
 
 use super::cursor::CursorKey;
-use super::{StoreError, now, settle};
+use super::{StoreError, end, now};
 use crate::db::{Database, DbTime, Scope};
 use crate::on_backend;
 use diesel::prelude::*;
@@ -44,5 +44,5 @@ async fn shared_secret(db: &Database, name: &str) -> Result<Vec<u8>, StoreError>
         }))
     }
     .await;
-    settle(tx, secret).await
+    end(tx, secret).await
 }

@@ -3,7 +3,7 @@
 //! idle lifetime: on use (an expired session reads as absent, and is deleted) and by a
 //! sweep whenever a new session is saved.
 
-use super::{StoreError, UserId, now, settle};
+use super::{StoreError, UserId, end, now};
 use crate::db::sql::CachedDsl;
 use crate::db::{Database, DbJson, DbTime, Scope, Tx};
 use crate::on_backend;
@@ -47,14 +47,14 @@ impl Sessions {
             save(&mut tx, id, user, state).await
         }
         .await;
-        settle(tx, saved).await
+        end(tx, saved).await
     }
 
     /// The session's state, unless it does not exist or has expired.
     pub async fn load(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let mut tx = self.db.begin(Scope::System).await?;
         let found = find(&mut tx, id).await;
-        let found = settle(tx, found).await?;
+        let found = end(tx, found).await?;
         Ok(found
             .filter(|session| session.updated_at >= self.cutoff())
             .map(|session| session.state))
@@ -79,13 +79,13 @@ impl Sessions {
             UserId::parse(&session.user_id).map(Some)
         }
         .await;
-        settle(tx, owner).await
+        end(tx, owner).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.db.begin(Scope::System).await?;
         let deleted = delete(&mut tx, id).await;
-        settle(tx, deleted).await
+        end(tx, deleted).await
     }
 }
 

@@ -10,27 +10,57 @@ use crate::db::{Conn, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// What tools read of a row of `tasks`.
-#[derive(Debug, Queryable, Selectable)]
+/// A row of `tasks`, every column under its own name: what the store writes and reads,
+/// and what an export carries (`store::transfer`).
+#[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::tasks)]
-struct TaskRow {
-    id: DbUuid,
-    title: String,
-    description: Option<String>,
-    completed: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    due: Option<String>,
-    due_at: DateTime<Utc>,
-    priority: i16,
-    parent_task_id: Option<DbUuid>,
-    repeat: Option<String>,
+pub struct TaskRow {
+    pub id: DbUuid,
+    pub user_id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub idempotency_key: Option<String>,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+    pub completed_at: Option<DbTime>,
+    pub due: Option<String>,
+    pub due_at: DbTime,
+    pub priority: i16,
+    pub parent_task_id: Option<DbUuid>,
+    pub repeat: Option<String>,
+}
+
+/// A row of `task_requests`: what a task was added with under an idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::db::schema::task_requests)]
+pub struct TaskRequestRow {
+    pub task_id: DbUuid,
+    pub user_id: String,
+    /// SHA-256 of add_task's arguments as checked (base64 in an export).
+    #[serde(with = "super::base64_bytes")]
+    pub request_hash: Vec<u8>,
+}
+
+/// A row of `task_labels`.
+#[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::db::schema::task_labels)]
+pub struct LabelRow {
+    pub task_id: DbUuid,
+    pub user_id: String,
+    pub label: String,
+    pub label_key: String,
+    pub position: i16,
+    /// Its task's `completed`, so that list_labels counts pending tasks from the label
+    /// index alone. (Absent in exports before it: the import sets it from the task.)
+    #[serde(default)]
+    pub completed: bool,
 }
 
 /// A task as tools return it.
@@ -73,9 +103,9 @@ impl Task {
             parent_task_id: row.parent_task_id.map(|id| id.0.to_string()),
             repeat: row.repeat,
             completed: row.completed,
-            created_at: format_time(row.created_at),
-            updated_at: format_time(row.updated_at),
-            completed_at: row.completed_at.map(format_time),
+            created_at: format_time(row.created_at.0),
+            updated_at: format_time(row.updated_at.0),
+            completed_at: row.completed_at.map(|at| format_time(at.0)),
         }
     }
 }
@@ -141,9 +171,35 @@ fn check_repeat(repeat: Option<&Repeat>, due: Option<&Due>) -> Result<(), StoreE
     }
 }
 
-/// Adds a task. With an idempotency key already used by this user, creates nothing and
-/// returns the task that key created first.
-pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<Task, StoreError> {
+/// What add_task did.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Added {
+    pub task: Task,
+    /// true when this call reused an `idempotency_key` with the same arguments: `task` is
+    /// the one the first call created (as it is now), and nothing new was created.
+    pub replayed: bool,
+}
+
+impl Fields {
+    /// SHA-256 of the fields as checked (serde_json's maps are sorted: canonical), so a
+    /// retry is told from another task under the same idempotency key.
+    fn request_hash(&self) -> Vec<u8> {
+        let canonical = serde_json::json!({
+            "title": self.title,
+            "description": self.description,
+            "due": self.due.map(|due| due.text()),
+            "priority": self.priority.level(),
+            "labels": self.labels.iter().map(|label| &label.text).collect::<Vec<_>>(),
+            "parent_task_id": self.parent.map(|id| id.to_string()),
+            "repeat": self.repeat.as_ref().map(Repeat::text),
+        });
+        Sha256::digest(canonical.to_string().as_bytes()).to_vec()
+    }
+}
+
+/// Adds a task. An idempotency key this user used before creates nothing: with the same
+/// arguments the call replays (the task the key created), with others it is a conflict.
+pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<Added, StoreError> {
     let (tx, user) = tx.split();
     let title = check_text("title", new.title, limits::TITLE, true)?;
     let description = new
@@ -170,68 +226,102 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<T
     if let Some(parent) = fields.parent {
         check_parent(tx, user, parent, None).await?;
     }
-    if let Some(task) = insert(tx, user, &fields, idempotency_key.as_deref(), quotas).await? {
-        return Ok(task);
+    let Some(key) = idempotency_key else {
+        let task = insert(tx, user, &fields, None, quotas).await?;
+        return Ok(Added {
+            task: task.ok_or_else(|| StoreError::Conflict("the new task's id was taken".into()))?,
+            replayed: false,
+        });
+    };
+    let hash = fields.request_hash();
+    if let Some(task) = insert(tx, user, &fields, Some((&key, &hash)), quotas).await? {
+        return Ok(Added {
+            task,
+            replayed: false,
+        });
     }
-    // The key was used before: return what it created.
-    let key = idempotency_key.unwrap_or_default();
-    let existing: Option<TaskRow> = on_backend!(tx, |conn| {
+    // The key was used before: replay what it created, if it was asked the same.
+    let existing: Option<(TaskRow, Option<Vec<u8>>)> = on_backend!(tx, |conn| {
+        use schema::task_requests::dsl as r;
         use schema::tasks::dsl as t;
         t::tasks
+            .left_join(r::task_requests)
             .filter(t::user_id.eq(user.as_str()))
             .filter(t::idempotency_key.eq(&key))
-            .select(TaskRow::as_select())
+            .select((TaskRow::as_select(), r::request_hash.nullable()))
             .first(conn)
             .await
             .optional()?
     });
     match existing {
-        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
-        None => Err(StoreError::Conflict(
-            "the task for this idempotency_key was deleted".into(),
-        )),
+        // A task from before requests were kept (`None`) replays whatever was asked.
+        Some((row, stored)) if stored.as_ref().is_none_or(|stored| *stored == hash) => Ok(Added {
+            task: with_labels(tx, vec![row]).await?.remove(0),
+            replayed: true,
+        }),
+        Some(_) => Err(StoreError::Conflict(format!(
+            "idempotency_key {} was used for another task: a retry must send the same title \
+             and fields (or use a new key for a new task)",
+            super::quote(&key)
+        ))),
+        None => Err(StoreError::Conflict(format!(
+            "the task for idempotency_key {} was deleted",
+            super::quote(&key)
+        ))),
     }
 }
 
-/// Writes a new task (counted against the quota); `None` when its idempotency key was
-/// used before.
+/// Writes a new task (counted against the quota), under an idempotency key and the hash
+/// of its request when given; `None` when that key was used before.
 async fn insert(
     tx: &mut Tx,
     user: &UserId,
     fields: &Fields,
-    idempotency_key: Option<&str>,
+    idempotency: Option<(&str, &[u8])>,
     quotas: &Quotas,
 ) -> Result<Option<Task>, StoreError> {
-    let id = DbUuid(uuid::Uuid::now_v7());
-    let created_at = now();
-    let inserted: Option<TaskRow> = on_backend!(tx, |conn| {
+    let created_at = DbTime(now());
+    let row = TaskRow {
+        id: DbUuid(uuid::Uuid::now_v7()),
+        user_id: user.as_str().to_owned(),
+        title: fields.title.clone(),
+        description: fields.description.clone(),
+        completed: false,
+        idempotency_key: idempotency.map(|(key, _)| key.to_owned()),
+        created_at,
+        updated_at: created_at,
+        completed_at: None,
+        due: fields.due.map(|due| due.text()),
+        due_at: DbTime(fields.due.map_or_else(no_due, |due| due.instant())),
+        priority: fields.priority.level(),
+        parent_task_id: fields.parent.map(DbUuid),
+        repeat: fields.repeat.as_ref().map(Repeat::text),
+    };
+    let inserted: usize = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
         diesel::insert_into(t::tasks)
-            .values((
-                t::id.eq(id),
-                t::user_id.eq(user.as_str()),
-                t::title.eq(&fields.title),
-                t::description.eq(&fields.description),
-                t::completed.eq(false),
-                t::idempotency_key.eq(idempotency_key),
-                t::created_at.eq(DbTime(created_at)),
-                t::updated_at.eq(DbTime(created_at)),
-                t::due.eq(fields.due.map(|due| due.text())),
-                t::due_at.eq(DbTime(fields.due.map_or_else(no_due, |due| due.instant()))),
-                t::priority.eq(fields.priority.level()),
-                t::parent_task_id.eq(fields.parent.map(DbUuid)),
-                t::repeat.eq(fields.repeat.as_ref().map(Repeat::text)),
-            ))
+            .values(&row)
             .on_conflict((t::user_id, t::idempotency_key))
             .do_nothing()
-            .returning(TaskRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?
+            .execute(conn)
+            .await?
     });
-    let Some(row) = inserted else {
+    if inserted == 0 {
         return Ok(None);
-    };
+    }
+    if let Some((_, hash)) = idempotency {
+        let request = TaskRequestRow {
+            task_id: row.id,
+            user_id: row.user_id.clone(),
+            request_hash: hash.to_vec(),
+        };
+        on_backend!(tx, |conn| {
+            diesel::insert_into(schema::task_requests::table)
+                .values(&request)
+                .execute(conn)
+                .await?
+        });
+    }
     let count = change_task_count(tx, user, 1).await?;
     if count > quotas.tasks_per_user {
         return Err(StoreError::QuotaExceeded(format!(
@@ -240,7 +330,7 @@ async fn insert(
             quotas.tasks_per_user
         )));
     }
-    insert_labels(tx, user, row.id, &fields.labels).await?;
+    insert_labels(tx, user, row.id, false, &fields.labels).await?;
     let labels = fields
         .labels
         .iter()
@@ -349,46 +439,48 @@ async fn check_parent(
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = crate::db::schema::task_labels)]
-struct LabelRow<'a> {
-    task_id: DbUuid,
-    user_id: &'a str,
-    label: &'a str,
-    label_key: &'a str,
-    position: i16,
-}
-
+/// Writes a task's labels, in order; `completed` is the task's.
 async fn insert_labels(
     tx: &mut Tx,
     user: &UserId,
     task: DbUuid,
+    completed: bool,
     labels: &[Label],
 ) -> Result<(), StoreError> {
-    if labels.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<LabelRow> = labels
-        .iter()
-        .zip(0i16..)
-        .map(|(label, position)| LabelRow {
-            task_id: task,
-            user_id: user.as_str(),
-            label: &label.text,
-            label_key: &label.key,
-            position,
-        })
-        .collect();
     // One statement a label: diesel-async's SQLite connection has no multi-row insert,
     // and a task has at most 20.
-    for row in &rows {
+    for (label, position) in labels.iter().zip(0i16..) {
+        let row = LabelRow {
+            task_id: task,
+            user_id: user.as_str().to_owned(),
+            label: label.text.clone(),
+            label_key: label.key.clone(),
+            position,
+            completed,
+        };
         on_backend!(tx, |conn| {
             diesel::insert_into(schema::task_labels::table)
-                .values(row)
+                .values(&row)
                 .execute(conn)
                 .await?
         });
     }
+    Ok(())
+}
+
+/// Keeps the label rows' copy of a task's completed state (see [`LabelRow::completed`]).
+async fn mark_labels(tx: &mut Tx, id: DbUuid, task: &Task) -> Result<(), StoreError> {
+    if task.labels.is_empty() {
+        return Ok(());
+    }
+    let completed = task.completed;
+    on_backend!(tx, |conn| {
+        use schema::task_labels::dsl as l;
+        diesel::update(l::task_labels.filter(l::task_id.eq(id)))
+            .set(l::completed.eq(completed))
+            .execute(conn)
+            .await?
+    });
     Ok(())
 }
 
@@ -450,7 +542,7 @@ impl After {
     fn of(sort: TaskSort, row: &TaskRow) -> After {
         match sort {
             TaskSort::Created => After::Created(row.id),
-            TaskSort::Due => After::Due(row.due_at, row.id),
+            TaskSort::Due => After::Due(row.due_at.0, row.id),
             TaskSort::Priority => After::Priority(row.priority, row.id),
         }
     }
@@ -721,7 +813,9 @@ pub async fn complete(
     });
     match updated {
         Some(row) => {
+            let id = row.id;
             let task = with_labels(tx, vec![row]).await?.remove(0);
+            mark_labels(tx, id, &task).await?;
             let next_task = roll_over(tx, user, &task, quotas).await?;
             Ok(Completion { task, next_task })
         }
@@ -901,17 +995,22 @@ pub async fn update(
     });
     match (updated, expected) {
         (Some(row), _) => {
-            let just_completed = row.completed_at == Some(at);
+            let just_completed = row.completed_at == Some(DbTime(at));
+            let id = row.id;
+            let completed = row.completed;
             if let Some(labels) = &labels {
                 on_backend!(tx, |conn| {
                     use schema::task_labels::dsl as l;
-                    diesel::delete(l::task_labels.filter(l::task_id.eq(row.id)))
+                    diesel::delete(l::task_labels.filter(l::task_id.eq(id)))
                         .execute(conn)
                         .await?
                 });
-                insert_labels(tx, user, row.id, labels).await?;
+                insert_labels(tx, user, id, completed, labels).await?;
             }
             let task = with_labels(tx, vec![row]).await?.remove(0);
+            if labels.is_none() && changes.completed.is_some() {
+                mark_labels(tx, id, &task).await?;
+            }
             let next_task = if just_completed {
                 roll_over(tx, user, &task, quotas).await?
             } else {
@@ -1004,36 +1103,42 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
 }
 
 /// A label on the user's tasks, and how many carry it.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, QueryableByName)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct LabelCount {
     /// As the tasks spell it (the first spelling, alphabetically, when they differ in case).
-    #[diesel(sql_type = Text)]
     pub label: String,
     /// Tasks with this label.
-    #[diesel(sql_type = BigInt)]
     pub tasks: i64,
+    /// Of those, the ones not completed.
+    pub pending: i64,
 }
 
 /// Every label on the user's tasks, alphabetically (case-insensitive), with counts: from
-/// the label index alone (user_id, label_key, …), no task read.
+/// the label index alone (user_id, label_key, label, task_id, completed), no task read.
 pub async fn labels(tx: &mut UserTx) -> Result<Vec<LabelCount>, StoreError> {
     let (tx, user) = tx.split();
-    let rows: Vec<(String, String, i64)> = on_backend!(tx, |conn| {
-        use diesel::dsl::{count_star, min};
+    let rows: Vec<(String, Option<String>, i64, i64)> = on_backend!(tx, |conn| {
+        use diesel::dsl::{count_star, min, sql};
         use schema::task_labels::dsl as l;
         l::task_labels
             .filter(l::user_id.eq(user.as_str()))
             .group_by(l::label_key)
-            .select((l::label_key, min(l::label), count_star()))
+            .select((
+                l::label_key,
+                min(l::label),
+                count_star(),
+                sql::<BigInt>("count(*) FILTER (WHERE NOT completed)"),
+            ))
             .order(l::label_key)
-            .load::<(String, Option<String>, i64)>(conn)
+            .load(conn)
             .await?
-            .into_iter()
-            .map(|(key, label, tasks)| (key.clone(), label.unwrap_or(key), tasks))
-            .collect()
     });
     Ok(rows
         .into_iter()
-        .map(|(_, label, tasks)| LabelCount { label, tasks })
+        .map(|(key, label, tasks, pending)| LabelCount {
+            label: label.unwrap_or(key),
+            tasks,
+            pending,
+        })
         .collect())
 }

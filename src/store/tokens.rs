@@ -1,7 +1,7 @@
 //! API tokens: 256-bit random secrets, of which only a SHA-256 is stored.
 
 use super::scopes::{Caller, Scopes};
-use super::{StoreError, UserId, UserTx, check_text, format_time, limits, now, settle};
+use super::{StoreError, UserId, UserTx, check_text, end, format_time, limits, now};
 use crate::db::{Database, DbTime, DbUuid, Scope, Tx};
 use crate::on_backend;
 use base64::Engine;
@@ -117,7 +117,7 @@ pub async fn create(
         insert(&mut tx, name, scopes, expires_at).await
     }
     .await;
-    settle(tx.tx, issued).await
+    end(tx, issued).await
 }
 
 async fn insert(
@@ -155,7 +155,7 @@ async fn insert(
 pub async fn list(db: &Database, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
     let mut tx = db.begin(Scope::System).await?;
     let listed = list_in(&mut tx, user).await;
-    settle(tx, listed).await
+    end(tx, listed).await
 }
 
 async fn list_in(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreError> {
@@ -175,7 +175,7 @@ async fn list_in(tx: &mut Tx, user: &UserId) -> Result<Vec<TokenInfo>, StoreErro
 pub async fn revoke(db: &Database, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
     let mut tx = db.begin(Scope::System).await?;
     let revoked = revoke_in(&mut tx, id).await;
-    settle(tx, revoked).await
+    end(tx, revoked).await
 }
 
 async fn revoke_in(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError> {
@@ -198,7 +198,7 @@ async fn revoke_in(tx: &mut Tx, id: uuid::Uuid) -> Result<TokenInfo, StoreError>
 pub async fn check(db: &Database, secret: &str) -> Result<TokenCheck, StoreError> {
     let mut tx = db.autocommit().await?;
     let checked = check_in(&mut tx, secret).await;
-    settle(tx, checked).await
+    end(tx, checked).await
 }
 
 async fn check_in(tx: &mut Tx, secret: &str) -> Result<TokenCheck, StoreError> {

@@ -2,7 +2,7 @@
 //!
 //! The format is one JSON object per line, each with a `record` field naming its kind: a
 //! `header` first, then for each user a `user` record followed by that user's rows
-//! (`task`, `task_label`, `conversation`, `message`, `agent_state`, `turn`). A row record
+//! (`task`, `task_request`, `task_label`, `conversation`, `message`, `agent_state`, `turn`). A row record
 //! carries every column of its table under the column's name, so an import writes back
 //! exactly what was exported: ids, timestamps, message ids (their order) and idempotency
 //! keys. Tokens and MCP sessions are not exported: credentials are issued anew against
@@ -15,7 +15,8 @@
 //! imported stay. A row already present (same key) is left as it is, so importing the same
 //! file twice changes nothing.
 
-use super::{StoreError, UserId, UserTx, roll_back};
+use super::tasks::{LabelRow, TaskRequestRow, TaskRow};
+use super::{EndsTransaction, StoreError, UserId, UserTx, end};
 use crate::db::{Conn, Database, DbJson, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
@@ -49,6 +50,15 @@ impl From<crate::db::DbError> for TransferError {
     }
 }
 
+impl EndsTransaction for TransferError {
+    fn db_error(&mut self) -> Option<&mut crate::db::DbError> {
+        match self {
+            TransferError::Store(error) => error.db_error(),
+            _ => None,
+        }
+    }
+}
+
 impl From<diesel::result::Error> for TransferError {
     fn from(error: diesel::result::Error) -> Self {
         TransferError::Store(StoreError::from(error))
@@ -61,8 +71,9 @@ impl From<diesel::result::Error> for TransferError {
 pub enum Record {
     Header(Header),
     User(UserRecord),
-    Task(TaskRecord),
-    TaskLabel(TaskLabelRecord),
+    Task(TaskRow),
+    TaskRequest(TaskRequestRow),
+    TaskLabel(LabelRow),
     Conversation(ConversationRecord),
     Message(MessageRecord),
     AgentState(AgentStateRecord),
@@ -76,6 +87,7 @@ impl Record {
             Record::Header(_) => "header",
             Record::User(_) => "user",
             Record::Task(_) => "task",
+            Record::TaskRequest(_) => "task_request",
             Record::TaskLabel(_) => "task_label",
             Record::Conversation(_) => "conversation",
             Record::Message(_) => "message",
@@ -90,6 +102,7 @@ impl Record {
             Record::Header(_) => None,
             Record::User(r) => Some(&r.id),
             Record::Task(r) => Some(&r.user_id),
+            Record::TaskRequest(r) => Some(&r.user_id),
             Record::TaskLabel(r) => Some(&r.user_id),
             Record::Conversation(r) => Some(&r.user_id),
             Record::Message(r) => Some(&r.user_id),
@@ -113,44 +126,15 @@ pub struct Header {
 // One struct per table, every column under its own name. `tests/it/transfer.rs` checks each
 // against the table's columns, so a column added to the schema cannot be left out.
 
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::users)]
 pub struct UserRecord {
     pub id: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: DbTime,
     pub task_count: i32,
 }
 
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
-#[diesel(table_name = crate::db::schema::tasks)]
-pub struct TaskRecord {
-    pub id: DbUuid,
-    pub user_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub completed: bool,
-    pub idempotency_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub due: Option<String>,
-    pub due_at: DateTime<Utc>,
-    pub priority: i16,
-    pub parent_task_id: Option<DbUuid>,
-    pub repeat: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
-#[diesel(table_name = crate::db::schema::task_labels)]
-pub struct TaskLabelRecord {
-    pub task_id: DbUuid,
-    pub user_id: String,
-    pub label: String,
-    pub label_key: String,
-    pub position: i16,
-}
-
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::conversations)]
 pub struct ConversationRecord {
     pub id: DbUuid,
@@ -159,13 +143,13 @@ pub struct ConversationRecord {
     pub status: String,
     pub summary: Option<String>,
     pub summary_through_message_id: Option<i64>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DbTime,
+    pub updated_at: DbTime,
+    pub archived_at: Option<DbTime>,
     pub message_count: i32,
 }
 
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::messages)]
 pub struct MessageRecord {
     pub id: i64,
@@ -173,25 +157,25 @@ pub struct MessageRecord {
     pub user_id: String,
     pub role: String,
     pub content: String,
-    pub tool_calls: Option<serde_json::Value>,
-    pub created_at: DateTime<Utc>,
+    pub tool_calls: Option<DbJson>,
+    pub created_at: DbTime,
     pub kind: String,
-    pub agent_tool_calls: Option<serde_json::Value>,
+    pub agent_tool_calls: Option<DbJson>,
     pub tool_call_id: Option<String>,
-    pub hidden_at: Option<DateTime<Utc>>,
+    pub hidden_at: Option<DbTime>,
 }
 
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::agent_states)]
 pub struct AgentStateRecord {
     pub conversation_id: DbUuid,
     pub user_id: String,
     pub version: i32,
-    pub state: serde_json::Value,
-    pub created_at: DateTime<Utc>,
+    pub state: DbJson,
+    pub created_at: DbTime,
 }
 
-#[derive(Debug, Serialize, Deserialize, Queryable, Selectable)]
+#[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::turns)]
 pub struct TurnRecord {
     pub user_id: String,
@@ -199,25 +183,10 @@ pub struct TurnRecord {
     pub conversation_id: DbUuid,
     /// Base64 (standard alphabet): a hash of the turn's request, to tell a retry from
     /// a different turn under the same key.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "super::base64_bytes")]
     pub request_hash: Vec<u8>,
-    pub result: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-}
-
-mod base64_bytes {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
+    pub result: DbJson,
+    pub created_at: DbTime,
 }
 
 /// How many records of each kind were written, or inserted and found already present.
@@ -310,9 +279,7 @@ async fn export_user(
 ) -> Result<(), TransferError> {
     let mut tx = UserTx::begin_snapshot(db, user).await?;
     let written = export_user_in(&mut tx, out, counts).await;
-    // Read only: nothing to keep either way.
-    roll_back(tx.tx).await;
-    written
+    end(tx, written).await
 }
 
 /// Writes `rows` as records, counting them.
@@ -375,13 +342,13 @@ async fn export_user_in(
             out,
             counts,
             Record::Task,
-            |task: &TaskRecord| task.id,
+            |task: &TaskRow| task.id,
             async |after| {
                 Ok(on_backend!(tx, |conn| {
                     use schema::tasks::dsl as t;
                     let mut query = t::tasks
                         .filter(t::user_id.eq(user))
-                        .select(TaskRecord::as_select())
+                        .select(TaskRow::as_select())
                         .order(t::id)
                         .limit(PAGE)
                         .into_boxed();
@@ -403,14 +370,37 @@ async fn export_user_in(
     export_pages(
         out,
         counts,
+        Record::TaskRequest,
+        |request: &TaskRequestRow| request.task_id,
+        async |after| {
+            Ok(on_backend!(tx, |conn| {
+                use schema::task_requests::dsl as r;
+                let mut query = r::task_requests
+                    .filter(r::user_id.eq(user))
+                    .select(TaskRequestRow::as_select())
+                    .order(r::task_id)
+                    .limit(PAGE)
+                    .into_boxed();
+                if let Some(after) = after {
+                    query = query.filter(r::task_id.gt(after));
+                }
+                query.load(conn).await?
+            }))
+        },
+    )
+    .await?;
+
+    export_pages(
+        out,
+        counts,
         Record::TaskLabel,
-        |label: &TaskLabelRecord| (label.task_id, label.label_key.clone()),
+        |label: &LabelRow| (label.task_id, label.label_key.clone()),
         async |after| {
             Ok(on_backend!(tx, |conn| {
                 use schema::task_labels::dsl as l;
                 let mut query = l::task_labels
                     .filter(l::user_id.eq(user))
-                    .select(TaskLabelRecord::as_select())
+                    .select(LabelRow::as_select())
                     .order((l::task_id, l::label_key))
                     .limit(PAGE)
                     .into_boxed();
@@ -576,9 +566,9 @@ pub async fn import(
             ))),
             Record::User(user) => {
                 if let Some(done) = current.take() {
-                    done.finish(&mut imported, &mut on_user).await?;
+                    done.close(&mut imported, &mut on_user).await?;
                 }
-                match UserImport::begin(db, user, &mut imported).await {
+                match UserImport::open(db, user, &mut imported).await {
                     Ok(next) => {
                         current = Some(next);
                         Ok(())
@@ -609,10 +599,10 @@ pub async fn import(
             },
         };
         if let Err(error) = result {
-            if let Some(open) = current.take() {
-                roll_back(open.tx.tx).await;
-            }
-            return Err(error);
+            return match current.take() {
+                Some(open) => end(open.tx, Err(error)).await,
+                None => Err(error),
+            };
         }
     }
     if !saw_header {
@@ -622,7 +612,7 @@ pub async fn import(
         });
     }
     if let Some(done) = current.take() {
-        done.finish(&mut imported, &mut on_user).await?;
+        done.close(&mut imported, &mut on_user).await?;
     }
     Ok(imported)
 }
@@ -641,34 +631,15 @@ struct UserImport {
 /// well under PostgreSQL's limit on parameters).
 const MESSAGE_BATCH: usize = 500;
 
-/// The values of a message row, every column (`$m`: the messages table's `dsl`).
-macro_rules! message_row {
-    ($m:ident, $r:expr) => {
-        (
-            $m::id.eq($r.id),
-            $m::conversation_id.eq($r.conversation_id),
-            $m::user_id.eq(&$r.user_id),
-            $m::role.eq(&$r.role),
-            $m::content.eq(&$r.content),
-            $m::tool_calls.eq($r.tool_calls.as_ref().map(DbJson)),
-            $m::created_at.eq(DbTime($r.created_at)),
-            $m::kind.eq(&$r.kind),
-            $m::agent_tool_calls.eq($r.agent_tool_calls.as_ref().map(DbJson)),
-            $m::tool_call_id.eq($r.tool_call_id.as_deref()),
-            $m::hidden_at.eq($r.hidden_at.map(DbTime)),
-        )
-    };
-}
-
 impl UserImport {
-    async fn begin(
+    async fn open(
         db: &Database,
         record: UserRecord,
         imported: &mut Imported,
     ) -> Result<Self, TransferError> {
         let user = UserId::parse(&record.id)?;
         let mut tx = UserTx::begin(db, &user).await?;
-        let begun = Self::begin_in(&mut tx, &record).await;
+        let begun = Self::open_in(&mut tx, &record).await;
         match begun {
             Ok(inserted) => {
                 let counts = if inserted {
@@ -684,15 +655,12 @@ impl UserImport {
                     messages: Vec::with_capacity(MESSAGE_BATCH),
                 })
             }
-            Err(error) => {
-                roll_back(tx.tx).await;
-                Err(error)
-            }
+            Err(error) => end(tx, Err(error)).await,
         }
     }
 
-    async fn begin_in(tx: &mut UserTx, record: &UserRecord) -> Result<bool, TransferError> {
-        let (tx, user) = tx.split();
+    async fn open_in(tx: &mut UserTx, record: &UserRecord) -> Result<bool, TransferError> {
+        let tx = &mut tx.tx;
         // References within the user's rows may point forward (a subtask to a parent
         // that comes later, a summary to a message): check them at commit.
         let defer = if tx.is_postgres() {
@@ -704,10 +672,7 @@ impl UserImport {
         let inserted = on_backend!(tx, |conn| {
             use schema::users::dsl as u;
             diesel::insert_into(u::users)
-                .values((
-                    u::id.eq(user.as_str()),
-                    u::created_at.eq(DbTime(record.created_at)),
-                ))
+                .values(record)
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?
@@ -740,22 +705,14 @@ impl UserImport {
             Record::Task(r) => on_backend!(tx, |conn| {
                 use schema::tasks::dsl as t;
                 diesel::insert_into(t::tasks)
-                    .values((
-                        t::id.eq(r.id),
-                        t::user_id.eq(&r.user_id),
-                        t::title.eq(&r.title),
-                        t::description.eq(r.description.as_deref()),
-                        t::completed.eq(r.completed),
-                        t::idempotency_key.eq(r.idempotency_key.as_deref()),
-                        t::created_at.eq(DbTime(r.created_at)),
-                        t::updated_at.eq(DbTime(r.updated_at)),
-                        t::completed_at.eq(r.completed_at.map(DbTime)),
-                        t::due.eq(r.due.as_deref()),
-                        t::due_at.eq(DbTime(r.due_at)),
-                        t::priority.eq(r.priority),
-                        t::parent_task_id.eq(r.parent_task_id),
-                        t::repeat.eq(r.repeat.as_deref()),
-                    ))
+                    .values(r)
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+            }),
+            Record::TaskRequest(r) => on_backend!(tx, |conn| {
+                diesel::insert_into(schema::task_requests::table)
+                    .values(r)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
@@ -763,13 +720,7 @@ impl UserImport {
             Record::TaskLabel(r) => on_backend!(tx, |conn| {
                 use schema::task_labels::dsl as l;
                 diesel::insert_into(l::task_labels)
-                    .values((
-                        l::task_id.eq(r.task_id),
-                        l::user_id.eq(&r.user_id),
-                        l::label.eq(&r.label),
-                        l::label_key.eq(&r.label_key),
-                        l::position.eq(r.position),
-                    ))
+                    .values(r)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
@@ -777,18 +728,7 @@ impl UserImport {
             Record::Conversation(r) => on_backend!(tx, |conn| {
                 use schema::conversations::dsl as c;
                 diesel::insert_into(c::conversations)
-                    .values((
-                        c::id.eq(r.id),
-                        c::user_id.eq(&r.user_id),
-                        c::title.eq(r.title.as_deref()),
-                        c::status.eq(&r.status),
-                        c::summary.eq(r.summary.as_deref()),
-                        c::summary_through_message_id.eq(r.summary_through_message_id),
-                        c::created_at.eq(DbTime(r.created_at)),
-                        c::updated_at.eq(DbTime(r.updated_at)),
-                        c::archived_at.eq(r.archived_at.map(DbTime)),
-                        c::message_count.eq(r.message_count),
-                    ))
+                    .values(r)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
@@ -797,13 +737,7 @@ impl UserImport {
             Record::AgentState(r) => on_backend!(tx, |conn| {
                 use schema::agent_states::dsl as s;
                 diesel::insert_into(s::agent_states)
-                    .values((
-                        s::conversation_id.eq(r.conversation_id),
-                        s::user_id.eq(&r.user_id),
-                        s::version.eq(r.version),
-                        s::state.eq(DbJson(&r.state)),
-                        s::created_at.eq(DbTime(r.created_at)),
-                    ))
+                    .values(r)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
@@ -811,14 +745,7 @@ impl UserImport {
             Record::Turn(r) => on_backend!(tx, |conn| {
                 use schema::turns::dsl as r_;
                 diesel::insert_into(r_::turns)
-                    .values((
-                        r_::user_id.eq(&r.user_id),
-                        r_::idempotency_key.eq(&r.idempotency_key),
-                        r_::conversation_id.eq(r.conversation_id),
-                        r_::request_hash.eq(&r.request_hash),
-                        r_::result.eq(DbJson(&r.result)),
-                        r_::created_at.eq(DbTime(r.created_at)),
-                    ))
+                    .values(r)
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?
@@ -849,9 +776,8 @@ impl UserImport {
             Conn::Postgres(pooled) => {
                 use crate::db::schema::messages::dsl as m;
                 let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
-                let rows: Vec<_> = batch.iter().map(|r| message_row!(m, r)).collect();
                 diesel::insert_into(m::messages)
-                    .values(rows)
+                    .values(&batch)
                     .on_conflict_do_nothing()
                     .execute(&mut session)
                     .await?
@@ -861,7 +787,7 @@ impl UserImport {
                 let mut inserted = 0;
                 for r in &batch {
                     inserted += diesel::insert_into(m::messages)
-                        .values(message_row!(m, r))
+                        .values(r)
                         .on_conflict_do_nothing()
                         .execute(&mut **pooled)
                         .await?;
@@ -904,30 +830,22 @@ impl UserImport {
     }
 
     /// Settles the counters the rows imply and commits.
-    async fn finish(
+    async fn close(
         mut self,
         imported: &mut Imported,
         on_user: &mut impl FnMut(&str),
     ) -> Result<(), TransferError> {
         let finished = match self.flush_messages(imported).await {
-            Ok(()) => self.finish_in().await,
+            Ok(()) => self.close_in().await,
             Err(error) => Err(error),
         };
-        match finished {
-            Ok(()) => {
-                self.tx.commit().await?;
-                on_user(self.user.as_str());
-                imported.users.push(self.user.as_str().to_owned());
-                Ok(())
-            }
-            Err(error) => {
-                roll_back(self.tx.tx).await;
-                Err(error)
-            }
-        }
+        end(self.tx, finished).await?;
+        on_user(self.user.as_str());
+        imported.users.push(self.user.as_str().to_owned());
+        Ok(())
     }
 
-    async fn finish_in(&mut self) -> Result<(), TransferError> {
+    async fn close_in(&mut self) -> Result<(), TransferError> {
         let (tx, user) = self.tx.split();
         let user = user.as_str();
         // The user row's task count is what the quota checks: count what is there now.
@@ -944,6 +862,27 @@ impl UserImport {
                 .execute(conn)
                 .await?
         });
+        // Each label row carries its task's state (an export older than that column
+        // carries none): set it from the tasks.
+        for completed in [false, true] {
+            on_backend!(tx, |conn| {
+                use schema::task_labels::dsl as l;
+                use schema::tasks::dsl as t;
+                let tasks = t::tasks
+                    .filter(t::user_id.eq(user))
+                    .filter(t::completed.eq(completed))
+                    .select(t::id);
+                diesel::update(
+                    l::task_labels
+                        .filter(l::user_id.eq(user))
+                        .filter(l::completed.ne(completed))
+                        .filter(l::task_id.eq_any(tasks)),
+                )
+                .set(l::completed.eq(completed))
+                .execute(conn)
+                .await?
+            });
+        }
         if tx.is_postgres() && self.max_message_id > 0 {
             advance_message_ids(tx, self.max_message_id).await?;
         }

@@ -1,7 +1,7 @@
 //! Users: created on first sight (a token issued for them, or a JWT naming them).
 
 use super::conversations::ensure_activity_logs;
-use super::{StoreError, UserId, UserTx, format_time, now, quote, settle};
+use super::{StoreError, UserId, UserTx, end, format_time, now, quote};
 use crate::db::{Database, DbTime, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use serde::Serialize;
 pub async fn ensure(db: &Database, user: &UserId) -> Result<(), StoreError> {
     let mut tx = UserTx::begin(db, user).await?;
     let ensured = ensure_in(&mut tx).await;
-    settle(tx.tx, ensured).await
+    end(tx, ensured).await
 }
 
 /// [`ensure`], within the user's transaction.
@@ -35,7 +35,7 @@ pub(super) async fn ensure_in(tx: &mut UserTx) -> Result<(), StoreError> {
 pub async fn exists(db: &Database, user: &UserId) -> Result<bool, StoreError> {
     let mut tx = db.autocommit().await?;
     let found = exists_in(&mut tx, user).await;
-    settle(tx, found).await
+    end(tx, found).await
 }
 
 async fn exists_in(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
@@ -55,7 +55,7 @@ async fn exists_in(tx: &mut Tx, user: &UserId) -> Result<bool, StoreError> {
 pub async fn page_ids(db: &Database, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
     let mut tx = db.autocommit().await?;
     let ids = page_ids_in(&mut tx, after, limit).await;
-    settle(tx, ids).await
+    end(tx, ids).await
 }
 
 async fn page_ids_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
@@ -85,7 +85,7 @@ pub struct UserSummary {
 pub async fn list(db: &Database, after: &str, limit: i64) -> Result<Vec<UserSummary>, StoreError> {
     let mut tx = db.autocommit().await?;
     let listed = list_in(&mut tx, after, limit).await;
-    settle(tx, listed).await
+    end(tx, listed).await
 }
 
 async fn list_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<UserSummary>, StoreError> {
@@ -131,6 +131,7 @@ async fn list_in(tx: &mut Tx, after: &str, limit: i64) -> Result<Vec<UserSummary
 pub struct RemovedRows {
     pub user: String,
     pub tasks: i64,
+    pub task_requests: i64,
     pub task_labels: i64,
     pub conversations: i64,
     pub messages: i64,
@@ -150,16 +151,8 @@ pub async fn delete(
 ) -> Result<RemovedRows, StoreError> {
     let mut tx = UserTx::begin(db, user).await?;
     let counted = delete_in(&mut tx, dry_run).await;
-    match (counted, dry_run) {
-        (Ok(removed), false) => {
-            tx.commit().await?;
-            Ok(removed)
-        }
-        (result, _) => {
-            super::roll_back(tx.tx).await;
-            result
-        }
-    }
+    // A dry run only counted: its commit writes nothing.
+    end(tx, counted).await
 }
 
 async fn delete_in(tx: &mut UserTx, dry_run: bool) -> Result<RemovedRows, StoreError> {
@@ -180,6 +173,7 @@ async fn delete_in(tx: &mut UserTx, dry_run: bool) -> Result<RemovedRows, StoreE
     let removed = RemovedRows {
         user: id.to_owned(),
         tasks: count!(tasks),
+        task_requests: count!(task_requests),
         task_labels: count!(task_labels),
         conversations: count!(conversations),
         messages: count!(messages),

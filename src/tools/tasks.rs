@@ -4,7 +4,8 @@ use super::{Call, Checked, RecordIn, TodoServer, ToolError, records, tool_result
 use crate::store::parse_uuid;
 use crate::store::task_fields::Priority;
 use crate::store::tasks::{
-    self, Completion, LabelCount, ListQuery, NewTask, StatusFilter, Task, TaskChanges, TaskSort,
+    self, Added, Completion, LabelCount, ListQuery, NewTask, StatusFilter, Task, TaskChanges,
+    TaskSort,
 };
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
@@ -46,7 +47,8 @@ pub struct AddTaskArgs {
     #[serde(default)]
     pub conversation_id: Option<String>,
     /// Any string unique to this intended task (1 to 200 characters): a retry with the same
-    /// key returns the task the first call created and creates nothing.
+    /// key and the same arguments returns the task the first call created (`replayed`:
+    /// true) and creates nothing; the same key with other arguments is a `conflict`.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -223,7 +225,7 @@ pub struct DeletedTask {
 #[tool_router(router = task_tools, vis = "pub(super)")]
 impl TodoServer {
     #[tool(
-        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, a parent task (making it a subtask) or a repeating rule. Pass an idempotency_key when the call may be retried: the same key never creates a second task.",
+        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, a parent task (making it a subtask) or a repeating rule. Pass an idempotency_key when the call may be retried: a retry with the same key and arguments returns the first task (replayed: true) and creates nothing; the key with other arguments is a conflict.",
         annotations(
             title = "Add task",
             read_only_hint = false,
@@ -237,7 +239,7 @@ impl TodoServer {
         &self,
         Extension(call): Extension<Arc<Call>>,
         Parameters(args): Parameters<Checked<AddTaskArgs>>,
-    ) -> Result<Json<TaskResult>, ToolError> {
+    ) -> Result<Json<Added>, ToolError> {
         let args = args.get()?;
         let parent_task_id = args
             .parent_task_id
@@ -254,10 +256,7 @@ impl TodoServer {
             parent_task_id,
             repeat: args.repeat.as_deref(),
         };
-        tool_result!(self, call, |tx| {
-            let task = tasks::add(tx, new, &self.quotas).await?;
-            Ok(TaskResult { task })
-        })
+        tool_result!(self, call, |tx| { tasks::add(tx, new, &self.quotas).await })
     }
 
     #[tool(
@@ -304,7 +303,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "List the labels on the user's tasks, alphabetically, each with how many tasks carry it.",
+        description = "List the labels on the user's tasks, alphabetically, each with how many tasks carry it and how many of those are pending.",
         annotations(
             title = "List labels",
             read_only_hint = true,

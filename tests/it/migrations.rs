@@ -100,6 +100,7 @@ async fn up_down_up(backend: Backend) {
                 "messages",
                 "server_secrets",
                 "task_labels",
+                "task_requests",
                 "tasks",
                 "turns",
                 "users"

@@ -17,11 +17,12 @@ use tokio_postgres::Client;
 const APP_ROLE: &str = "todo_mcp_rls_app";
 
 /// Tables holding user rows, which must all be policed (`user_id` column, RLS forced).
-const USER_TABLES: [&str; 6] = [
+const USER_TABLES: [&str; 7] = [
     "agent_states",
     "conversations",
     "messages",
     "task_labels",
+    "task_requests",
     "tasks",
     "turns",
 ];
@@ -85,7 +86,7 @@ async fn serve_as_app(db: &PgTestDb, user: &str) -> McpClient {
 }
 
 /// Gives `client`'s user a conversation with two messages, an agent state and a turn kept
-/// for retries, and two tasks, one completed.
+/// for retries, and two tasks, one completed, one added under an idempotency key.
 async fn populate(client: &McpClient, who: &str) -> String {
     let started = client
         .call_ok(
@@ -120,7 +121,10 @@ async fn populate(client: &McpClient, who: &str) -> String {
         )
         .await;
     client
-        .call_ok("add_task", json!({ "title": format!("{who}: second") }))
+        .call_ok(
+            "add_task",
+            json!({ "title": format!("{who}: second"), "idempotency_key": format!("{who}-task") }),
+        )
         .await;
     client
         .call_ok("complete_task", json!({ "task_id": first["task"]["id"] }))

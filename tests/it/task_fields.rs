@@ -414,7 +414,7 @@ async fn lists_filter_and_sort_with_stable_pages(db: TestDb) {
     let labels = a.call_ok("list_labels", json!({})).await;
     assert_eq!(
         labels["labels"],
-        json!([{ "label": "calls", "tasks": 2 }, { "label": "WORK", "tasks": 3 }])
+        json!([{ "label": "calls", "tasks": 2, "pending": 2 }, { "label": "WORK", "tasks": 3, "pending": 3 }])
     );
     a.call_ok(
         "update_task",
@@ -425,14 +425,14 @@ async fn lists_filter_and_sort_with_stable_pages(db: TestDb) {
     assert_eq!(
         labels["labels"],
         json!([
-            { "label": "calls", "tasks": 2 },
-            { "label": "later", "tasks": 1 },
-            { "label": "Work", "tasks": 2 },
+            { "label": "calls", "tasks": 2, "pending": 2 },
+            { "label": "later", "tasks": 1, "pending": 1 },
+            { "label": "Work", "tasks": 2, "pending": 2 },
         ])
     );
     assert_eq!(
         b.call_ok("list_labels", json!({})).await["labels"],
-        json!([{ "label": "work", "tasks": 1 }])
+        json!([{ "label": "work", "tasks": 1, "pending": 1 }])
     );
     // Bob's label and overdue task stay his.
     assert_eq!(
@@ -632,7 +632,83 @@ async fn repeating_tasks_roll_over_on_completion(db: TestDb) {
     tight.close().await;
 }
 
+/// list_labels' `pending` follows every way a task's state changes: complete_task,
+/// update_task's `completed` (alone and with new labels), a repeating task's next
+/// occurrence, deletion; and it equals what the tasks say.
+async fn list_labels_counts_pending_tasks(db: TestDb) {
+    let a = connect_in_process(db.url(), None, &[]).await;
+    let labels = async || a.call_ok("list_labels", json!({})).await["labels"].clone();
+    let one = add(&a, json!({ "title": "one", "labels": ["Work", "home"] })).await;
+    let two = add(&a, json!({ "title": "two", "labels": ["work"] })).await;
+    let daily = add(
+        &a,
+        json!({ "title": "daily", "labels": ["home"], "due": "2026-12-01", "repeat": "FREQ=DAILY" }),
+    )
+    .await;
+    assert_eq!(
+        labels().await,
+        json!([{ "label": "home", "tasks": 2, "pending": 2 }, { "label": "Work", "tasks": 2, "pending": 2 }])
+    );
+    a.call_ok("complete_task", json!({ "task_id": id(&one) }))
+        .await;
+    assert_eq!(
+        labels().await,
+        json!([{ "label": "home", "tasks": 2, "pending": 1 }, { "label": "Work", "tasks": 2, "pending": 1 }])
+    );
+    // Completing the repeating one adds its next occurrence, pending, with the label.
+    a.call_ok("complete_task", json!({ "task_id": id(&daily) }))
+        .await;
+    assert_eq!(
+        labels().await,
+        json!([{ "label": "home", "tasks": 3, "pending": 1 }, { "label": "Work", "tasks": 2, "pending": 1 }])
+    );
+    a.call_ok(
+        "update_task",
+        json!({ "task_id": id(&one), "completed": false }),
+    )
+    .await;
+    a.call_ok(
+        "update_task",
+        json!({ "task_id": id(&two), "completed": true, "labels": ["work", "later"] }),
+    )
+    .await;
+    assert_eq!(
+        labels().await,
+        json!([
+            { "label": "home", "tasks": 3, "pending": 2 },
+            { "label": "later", "tasks": 1, "pending": 0 },
+            { "label": "Work", "tasks": 2, "pending": 1 },
+        ])
+    );
+    // Relabelling a completed task keeps its labels completed.
+    a.call_ok(
+        "update_task",
+        json!({ "task_id": id(&two), "labels": ["later"] }),
+    )
+    .await;
+    a.call_ok("delete_task", json!({ "task_id": id(&one) }))
+        .await;
+    assert_eq!(
+        labels().await,
+        json!([
+            { "label": "home", "tasks": 2, "pending": 1 },
+            { "label": "later", "tasks": 1, "pending": 0 },
+        ])
+    );
+    // The label rows' copy of the state is the tasks' own.
+    let stale = support::sql::texts(
+        &db,
+        "SELECT CAST(count(*) AS TEXT) AS j FROM task_labels l JOIN tasks t ON t.id = l.task_id \
+         WHERE l.completed <> t.completed",
+    )
+    .await
+    .remove(0);
+    assert_eq!(stale, "0");
+    a.close().await;
+}
+
 both_backends!(
+    list_labels_counts_pending_tasks,
     fields_are_kept_as_given,
     bad_values_are_refused_by_name_and_write_nothing,
     lists_filter_and_sort_with_stable_pages,

@@ -10,7 +10,7 @@ use support::TestDb;
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions};
 use todo_mcp::store::task_fields::Priority;
 use todo_mcp::store::tasks::{self, ListQuery, StatusFilter, TaskSort};
-use todo_mcp::store::{UserId, UserTx, secrets};
+use todo_mcp::store::{self, UserId, UserTx, secrets};
 
 const TASKS_PER_USER: u32 = 10_000;
 
@@ -171,8 +171,8 @@ async fn list_tasks_queries_are_served_by_indexes(db: TestDb) {
     let mut plans = Vec::new();
     for (name, query) in queries() {
         let mut tx = UserTx::begin(&database, &user).await.expect("BEGIN");
-        let plan = tasks::plan(&mut tx, query, &cursors).await.expect("a plan");
-        tx.commit().await.expect("COMMIT");
+        let plan = tasks::plan(&mut tx, query, &cursors).await;
+        let plan = store::end(tx, plan).await.expect("a plan");
         let text = plan.join("\n");
         let full_scan = if postgres {
             text.contains("Seq Scan on tasks")

@@ -403,21 +403,37 @@ async fn add_task_returns_the_whole_task(db: TestDb) {
 async fn add_task_retry_with_idempotency_key_creates_one_task(db: TestDb) {
     let server = Server::start(&db).await;
 
-    let first = server
-        .add_task(json!({ "title": "pay rent", "idempotency_key": "turn-1" }))
-        .await;
-    let retry = server
-        .add_task(json!({ "title": "pay rent", "idempotency_key": "turn-1" }))
-        .await;
+    let asked = json!({
+        "title": "pay rent", "labels": ["home"], "due": "2026-12-01", "idempotency_key": "turn-1"
+    });
+    let added = server.ok("add_task", asked.clone()).await;
+    assert_eq!(added["replayed"], false, "{added}");
+    let first = added["task"].clone();
+    let retry = server.ok("add_task", asked.clone()).await;
     assert_eq!(
-        retry, first,
-        "a retry returns the task the first call created"
+        retry,
+        json!({ "task": first, "replayed": true }),
+        "a retry returns the task the first call created, marked replayed"
     );
-    // A retry is recognised by its key alone.
-    let changed = server
-        .add_task(json!({ "title": "pay the rent!", "idempotency_key": "turn-1" }))
-        .await;
-    assert_eq!(changed, first);
+    // The same key with other arguments is a conflict naming the key, as commit_turn's.
+    for (field, other) in [
+        ("title", json!("pay the rent!")),
+        ("labels", json!(["Home"])),
+        ("due", json!("2026-12-02")),
+        ("priority", json!("high")),
+    ] {
+        let mut changed = asked.clone();
+        changed[field] = other;
+        let error = server.err("add_task", changed).await;
+        assert!(
+            error.contains("conflict") && error.contains("idempotency_key `turn-1`"),
+            "{field}: {error}"
+        );
+    }
+    // Arguments that check to the same fields are the same request.
+    let mut spaced = asked.clone();
+    spaced["title"] = json!("  pay rent ");
+    assert_eq!(server.ok("add_task", spaced).await["replayed"], true);
     assert_eq!(server.task_titles(json!({})).await, ["pay rent"]);
 
     let other = server

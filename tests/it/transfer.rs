@@ -243,9 +243,10 @@ impl ExportName for Backend {
 }
 
 /// Record kinds to their tables.
-const TABLES: [(&str, &str); 7] = [
+const TABLES: [(&str, &str); 8] = [
     ("user", "users"),
     ("task", "tasks"),
+    ("task_request", "task_requests"),
     ("task_label", "task_labels"),
     ("conversation", "conversations"),
     ("message", "messages"),

@@ -129,6 +129,7 @@ async fn deleting_a_user_removes_every_row_of_theirs_and_nothing_else(db: TestDb
     );
     for (field, table) in [
         ("tasks", "tasks"),
+        ("task_requests", "task_requests"),
         ("task_labels", "task_labels"),
         ("conversations", "conversations"),
         ("messages", "messages"),
