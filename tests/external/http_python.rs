@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use support::jwt::sign_hs256;
 use support::python::{CallResult, PyClient, RawRun, Session, Transport, call};
+use support::samples;
 use support::{
     READ_ONLY_TOOLS, SqliteTestDb, TOOL_NAMES, TestDb, connect_in_process, create_token,
     start_http, todo_mcp,
@@ -152,6 +153,10 @@ fn check_every_tool_results(c: &[CallResult]) {
     assert_eq!(milk["created_at"], milk["updated_at"]);
     assert_time(&milk["created_at"]);
     assert_eq!(c[1].ok()["task"], milk, "same idempotency key, same task");
+    assert_eq!(
+        (&c[0].ok()["replayed"], &c[1].ok()["replayed"]),
+        (&json!(false), &json!(true))
+    );
     let bob = c[2].ok()["task"].clone();
     assert_eq!(bob["title"], "call Bob");
     assert_eq!(bob["description"], Value::Null);
@@ -323,6 +328,34 @@ async fn every_tool_works_over(db: TestDb, transport: Transport) {
             http_norm.call(http),
             stdio_norm.call(stdio),
             "call {i} ({}) over {transport:?} and over stdio differ beyond ids and times\n\
+             {transport:?}: {http:?}\nstdio: {stdio:?}",
+            http.tool
+        );
+    }
+
+    // Then every tool's sample call (tests/support/samples.rs), on rows the script plants
+    // first: each succeeds, alike over both.
+    let samples = samples::python_script();
+    let http_samples = PyClient::http(transport, &server)
+        .token(&token)
+        .run(&samples)
+        .await;
+    let stdio_samples = PyClient::stdio(twin_db.url())
+        .token(&twin_token)
+        .run(&samples)
+        .await;
+    let mut called: Vec<&str> = http_samples.calls.iter().map(|c| c.tool.as_str()).collect();
+    called.sort();
+    called.dedup();
+    let mut every = TOOL_NAMES.clone();
+    every.sort();
+    assert_eq!(called, every, "the samples call every tool");
+    for (http, stdio) in http_samples.calls.iter().zip(&stdio_samples.calls) {
+        http.ok();
+        assert_eq!(
+            http_norm.call(http),
+            stdio_norm.call(stdio),
+            "{}'s sample over {transport:?} and over stdio differ beyond ids and times\n\
              {transport:?}: {http:?}\nstdio: {stdio:?}",
             http.tool
         );

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::cli::create_token_with;
 use support::jsonrpc::{Reply, StatelessCaller};
-use support::{Backend, HttpServer, TestDb, create_token, start_http};
+use support::samples::{self, Seed};
+use support::{
+    Backend, HttpServer, TOOL_NAMES, TestDb, connect_in_process, create_token, start_http,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -53,7 +56,10 @@ struct Seeded {
     bob_conversation: String,
 }
 
-both_backends!(page_in_chromium_shows_own_data_only);
+both_backends!(
+    page_in_chromium_shows_own_data_only,
+    the_page_shows_every_tools_sample_call,
+);
 
 async fn page_in_chromium_shows_own_data_only(db: TestDb) {
     let started = Instant::now();
@@ -117,6 +123,61 @@ async fn page_in_chromium_shows_own_data_only(db: TestDb) {
         "ui: {checks} browser checks passed, {} API responses read, in {:.1?}",
         report["api_responses"],
         started.elapsed()
+    );
+}
+
+/// The page's data covers every tool: after each tool's sample call (tests/support/
+/// samples.rs), the page lists the sampled task and, across the user's conversations, a
+/// call record of every tool.
+async fn the_page_shows_every_tools_sample_call(db: TestDb) {
+    let server = start_http(db.url(), &[], &[]).await;
+    let token = create_token(db.url(), "carol-ui");
+    let agent = connect_in_process(db.url(), Some(&token), &[]).await;
+    let seed = Seed::plant(&agent).await;
+    for (tool, args) in samples::all(&seed) {
+        agent.call_ok(tool, args).await;
+    }
+    agent.close().await;
+
+    let tasks = get(&server, "/ui/api/tasks", Some(&token)).await.json();
+    let titles: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|task| task["title"].as_str())
+        .collect();
+    assert!(titles.contains(&"sampled task"), "{tasks}");
+
+    let mut recorded = std::collections::BTreeSet::new();
+    let conversations = get(&server, "/ui/api/conversations?limit=100", Some(&token))
+        .await
+        .json();
+    for conversation in conversations["conversations"]
+        .as_array()
+        .expect("conversations")
+    {
+        let id = conversation["id"].as_str().expect("a conversation id");
+        let mut before = String::new();
+        loop {
+            let path = format!("/ui/api/conversations/{id}/transcript?limit=200{before}");
+            let page = get(&server, &path, Some(&token)).await.json();
+            for message in page["messages"].as_array().expect("messages") {
+                if message["kind"] == "call_record" {
+                    let tool = message["tool_calls"]["tool"].as_str().expect("the tool");
+                    recorded.insert(tool.to_owned());
+                }
+            }
+            match page["next_cursor"].as_i64() {
+                Some(next) => before = format!("&before={next}"),
+                None => break,
+            }
+        }
+    }
+    let every: std::collections::BTreeSet<String> =
+        TOOL_NAMES.iter().map(|name| name.to_string()).collect();
+    assert_eq!(
+        recorded, every,
+        "the page shows a call record of every tool; conversations: {conversations}"
     );
 }
 

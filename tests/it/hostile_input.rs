@@ -27,6 +27,7 @@ use tokio_postgres::Client;
 use support::jsonrpc::{self, PROTOCOL};
 use support::mcp::StderrLog;
 use support::reliability::{self, Evidence};
+use support::samples;
 use support::{
     HttpServer, PgTestDb, connect_in_process, create_token, spawn_stdio_raw, start_http,
 };
@@ -792,6 +793,23 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
     for (name, tool, args, names) in arguments {
         c.tool(&name, tool, args, "invalid_argument", names);
     }
+    // Every tool, from its sample call on A's rows (tests/support/samples.rs): a smuggled
+    // `user_id` is refused by name before anything runs.
+    let a_seed = samples::Seed {
+        task: a.task.clone(),
+        conversation: a.conversation.clone(),
+        message: json!(1),
+    };
+    for (tool, mut args) in samples::all(&a_seed) {
+        args["user_id"] = json!("bob");
+        c.tool(
+            &format!("{tool}'s sample with user_id"),
+            tool,
+            args,
+            "invalid_argument",
+            "unknown field `user_id`",
+        );
+    }
     c.tool(
         "unknown task id",
         "complete_task",
@@ -1420,7 +1438,7 @@ impl Transport for HttpRaw {
 // ---------------------------------------------------------------------------------------------
 
 /// Everything a tool can write, except the calls' records (`tool` messages).
-const TABLES: [(&str, &str); 9] = [
+const TABLES: [(&str, &str); 10] = [
     ("users", "SELECT * FROM users ORDER BY id"),
     ("api_tokens", "SELECT * FROM api_tokens ORDER BY id"),
     ("tasks", "SELECT * FROM tasks ORDER BY id"),
@@ -1441,6 +1459,10 @@ const TABLES: [(&str, &str); 9] = [
     (
         "task_labels",
         "SELECT * FROM task_labels ORDER BY task_id, label_key",
+    ),
+    (
+        "task_requests",
+        "SELECT * FROM task_requests ORDER BY task_id",
     ),
 ];
 

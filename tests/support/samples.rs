@@ -1,6 +1,6 @@
 //! One sample call of every tool, keyed by tool name: what the cross-cutting tests iterate
-//! (scopes, isolation between users, audit records, the Python client), so that no tool is
-//! left out of any of them. A tool the router lists without a sample here fails
+//! (scopes, isolation between users, audit records, hostile input, the Python client over
+//! each transport, OAuth, the web page's data), so that no tool is left out of any of them. A tool the router lists without a sample here fails
 //! `samples::every_tool_has_a_sample` (tests/it/samples.rs), which names it.
 
 use serde_json::{Value, json};
