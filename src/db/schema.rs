@@ -51,6 +51,7 @@ diesel::table! {
         priority -> SmallInt,
         parent_task_id -> Nullable<Id>,
         repeat -> Nullable<Text>,
+        estimate_minutes -> Nullable<Integer>,
     }
 }
 

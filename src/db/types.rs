@@ -101,21 +101,53 @@ impl From<uuid::Uuid> for DbUuid {
 /// bind `DateTime<Utc>` itself to a SQL type.) Serialized as the time is (RFC 3339), so a
 /// row struct with it exports as it reads.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    AsExpression,
-    FromSqlRow,
-    serde::Serialize,
-    serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, AsExpression, FromSqlRow, serde::Deserialize,
 )]
 #[diesel(sql_type = Instant)]
 #[serde(transparent)]
 pub struct DbTime(pub DateTime<Utc>);
+
+impl DbTime {
+    /// RFC 3339, UTC, always with microseconds (what both backends store): how results and
+    /// exports write times.
+    pub fn text(&self) -> String {
+        self.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+}
+
+impl serde::Serialize for DbTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+impl schemars::JsonSchema for DbTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DateTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "date-time" })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+impl schemars::JsonSchema for DbUuid {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Uuid".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "uuid" })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
 
 /// A [`JsonDoc`] column's value: owned (`DbJson<Value>`, as rows read it) or borrowed
 /// (`DbJson(&value)`, to write without a copy).

@@ -26,10 +26,10 @@ pub mod transfer;
 pub mod turns;
 pub mod users;
 
-use crate::db::{Database, DbError, Scope, Tx};
+use crate::db::{Database, DbError, DbTime, Scope, Tx};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 /// Size limits, in characters, checked before anything is written.
 pub mod limits {
@@ -336,7 +336,17 @@ pub fn now() -> DateTime<Utc> {
 
 /// Times in tool results: RFC 3339, UTC, microseconds.
 pub fn format_time(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+    DbTime(time).text()
+}
+
+/// For an update's argument where leaving it out keeps the value and `null` clears it:
+/// present (even as null) is `Some`, so `null` arrives as `Some(None)`.
+fn null_clears<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// Bytes in an export record: base64, standard alphabet (`#[serde(with = ...)]`).

@@ -6,8 +6,16 @@ use chrono::{
     DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, SubsecRound, TimeZone,
     Utc,
 };
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::Pg;
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::SmallInt;
+use diesel::sqlite::Sqlite;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 
 /// Most labels on one task.
 pub const MAX_LABELS: usize = 20;
@@ -76,10 +84,24 @@ impl Due {
 }
 
 /// How urgent a task is.
+// Stored as its `level` (SMALLINT), so that "most urgent first" is the index's order.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    AsExpression,
+    FromSqlRow,
 )]
 #[serde(rename_all = "lowercase")]
+#[diesel(sql_type = SmallInt)]
 pub enum Priority {
     Low,
     #[default]
@@ -106,6 +128,33 @@ impl Priority {
             .get(usize::try_from(level).unwrap_or_default())
             .copied()
             .unwrap_or_default()
+    }
+}
+
+impl ToSql<SmallInt, Pg> for Priority {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&self.level().to_be_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql<SmallInt, Sqlite> for Priority {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(i32::from(self.level()));
+        Ok(IsNull::No)
+    }
+}
+
+impl<DB: Backend> FromSql<SmallInt, DB> for Priority
+where
+    i16: FromSql<SmallInt, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        let level = i16::from_sql(bytes)?;
+        Priority::ALL
+            .get(usize::try_from(level).unwrap_or(usize::MAX))
+            .copied()
+            .ok_or_else(|| format!("{level} is not a priority level (0 to 3)").into())
     }
 }
 

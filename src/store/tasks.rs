@@ -16,25 +16,51 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The columns of `tasks` a task shows, each defined here once: with its labels, the task
+/// as tools return it ([`Task`]); with the columns tools do not show, a row ([`TaskRow`]),
+/// which is also its export record.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Queryable, Selectable, Insertable,
+)]
+#[diesel(table_name = crate::db::schema::tasks)]
+pub struct TaskColumns {
+    /// The task's id (a UUID).
+    pub id: DbUuid,
+    pub title: String,
+    /// Free-form details; null when none were given.
+    pub description: Option<String>,
+    /// When it is due, as given: a date (`2026-12-01`, all day) or a date-time with its
+    /// offset (`2026-12-01T09:00:00+01:00`); null when it has no due date.
+    pub due: Option<String>,
+    pub priority: Priority,
+    /// The parent task's id (a UUID) when this is a subtask; null otherwise.
+    pub parent_task_id: Option<DbUuid>,
+    /// How it repeats (RFC 5545 RRULE text, e.g. `FREQ=MONTHLY;INTERVAL=1;BYMONTHDAY=1`);
+    /// null when it does not.
+    pub repeat: Option<String>,
+    /// How long it is expected to take, in minutes; null when not estimated.
+    pub estimate_minutes: Option<i32>,
+    pub completed: bool,
+    /// RFC 3339, UTC.
+    pub created_at: DbTime,
+    /// RFC 3339, UTC.
+    pub updated_at: DbTime,
+    /// RFC 3339, UTC; null while the task is pending.
+    pub completed_at: Option<DbTime>,
+}
+
 /// A row of `tasks`, every column under its own name: what the store writes and reads,
 /// and what an export carries (`store::transfer`).
 #[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::tasks)]
 pub struct TaskRow {
-    pub id: DbUuid,
+    #[diesel(embed)]
+    #[serde(flatten)]
+    pub columns: TaskColumns,
     pub user_id: String,
-    pub title: String,
-    pub description: Option<String>,
-    pub completed: bool,
     pub idempotency_key: Option<String>,
-    pub created_at: DbTime,
-    pub updated_at: DbTime,
-    pub completed_at: Option<DbTime>,
-    pub due: Option<String>,
+    /// What `due` sorts and filters by (see the migration).
     pub due_at: DbTime,
-    pub priority: i16,
-    pub parent_task_id: Option<DbUuid>,
-    pub repeat: Option<String>,
 }
 
 /// A row of `task_requests`: what a task was added with under an idempotency key.
@@ -66,48 +92,10 @@ pub struct LabelRow {
 /// A task as tools return it.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct Task {
-    /// The task's id (a UUID).
-    pub id: String,
-    pub title: String,
-    /// Free-form details; null when none were given.
-    pub description: Option<String>,
-    /// When it is due, as given: a date (`2026-12-01`, all day) or a date-time with its
-    /// offset (`2026-12-01T09:00:00+01:00`); null when it has no due date.
-    pub due: Option<String>,
-    pub priority: Priority,
+    #[serde(flatten)]
+    pub columns: TaskColumns,
     /// In the order given.
     pub labels: Vec<String>,
-    /// The parent task's id (a UUID) when this is a subtask; null otherwise.
-    pub parent_task_id: Option<String>,
-    /// How it repeats (RFC 5545 RRULE text, e.g. `FREQ=MONTHLY;INTERVAL=1;BYMONTHDAY=1`);
-    /// null when it does not.
-    pub repeat: Option<String>,
-    pub completed: bool,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    /// RFC 3339, UTC.
-    pub updated_at: String,
-    /// RFC 3339, UTC; null while the task is pending.
-    pub completed_at: Option<String>,
-}
-
-impl Task {
-    fn new(row: TaskRow, labels: Vec<String>) -> Self {
-        Task {
-            id: row.id.0.to_string(),
-            title: row.title,
-            description: row.description,
-            due: row.due,
-            priority: Priority::from_level(row.priority),
-            labels,
-            parent_task_id: row.parent_task_id.map(|id| id.0.to_string()),
-            repeat: row.repeat,
-            completed: row.completed,
-            created_at: format_time(row.created_at.0),
-            updated_at: format_time(row.updated_at.0),
-            completed_at: row.completed_at.map(|at| format_time(at.0)),
-        }
-    }
 }
 
 /// Cursor kinds, one per sort: each carries the last task's sort key and id.
@@ -136,27 +124,131 @@ pub enum TaskSort {
     Priority,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NewTask<'a> {
-    pub title: &'a str,
-    pub description: Option<&'a str>,
-    pub idempotency_key: Option<&'a str>,
-    pub due: Option<&'a str>,
+/// add_task's arguments: the tool's input schema (these doc comments are the descriptions
+/// a client shows). A column a task gets from its caller is a field here, checked into
+/// [`TaskColumns`] by [`NewTask::check`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// What to do: 1 to 500 characters.
+    pub title: String,
+    /// Optional details, up to 10,000 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// When it is due: a date (`2026-12-01`, all day) or a date-time with an offset
+    /// (`2026-12-01T09:00:00+01:00`, `Z` for UTC); the task keeps which one it was given.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// `low`, `normal` (default), `high` or `urgent`.
+    #[serde(default)]
     pub priority: Option<Priority>,
-    pub labels: Option<&'a [String]>,
-    pub parent_task_id: Option<uuid::Uuid>,
-    pub repeat: Option<&'a str>,
+    /// Up to 20 labels, each 1 to 60 characters, no two the same but for case.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Makes this a subtask of another of the user's tasks (UUID), which must not itself be
+    /// a subtask. Deleting the parent deletes its subtasks; completing it does not complete
+    /// them.
+    #[serde(default)]
+    pub parent_task_id: Option<String>,
+    /// Makes it repeat (it needs a due date): RFC 5545 RRULE text with FREQ=DAILY, WEEKLY,
+    /// MONTHLY or YEARLY, INTERVAL, BYDAY (weekly) and BYMONTHDAY (monthly), e.g.
+    /// `FREQ=MONTHLY;BYMONTHDAY=1` or `FREQ=WEEKLY;BYDAY=MO,TH`. Completing it creates the
+    /// next occurrence.
+    #[serde(default)]
+    pub repeat: Option<String>,
+    /// How long it is expected to take, in minutes: 1 to 100,000.
+    #[serde(default)]
+    pub estimate_minutes: Option<i32>,
+    /// Conversation (UUID) whose history should record this call; default: "Tool activity".
+    // (Read from the call's arguments by its record, `store::calls`.)
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Any string unique to this intended task (1 to 200 characters): a retry with the same
+    /// key and the same arguments returns the task the first call created (`replayed`:
+    /// true) and creates nothing; the same key with other arguments is a `conflict`.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
-/// A task's fields, checked, ready to write.
-struct Fields {
-    title: String,
-    description: Option<String>,
-    due: Option<Due>,
-    priority: Priority,
-    labels: Vec<Label>,
-    parent: Option<uuid::Uuid>,
-    repeat: Option<Repeat>,
+impl NewTask {
+    /// The task asked for, checked: its columns (a new id, created now) and its labels.
+    fn check(&self) -> Result<(TaskColumns, Vec<Label>), StoreError> {
+        let title = check_text("title", &self.title, limits::TITLE, true)?;
+        let description = self
+            .description
+            .as_deref()
+            .map(|d| check_text("description", d, limits::DESCRIPTION, false))
+            .transpose()?
+            .filter(|d| !d.is_empty());
+        let due = self
+            .due
+            .as_deref()
+            .map(|raw| Due::parse("due", raw))
+            .transpose()?;
+        let repeat = self.repeat.as_deref().map(Repeat::parse).transpose()?;
+        check_repeat(repeat.as_ref(), due.as_ref())?;
+        let labels = check_labels(self.labels.as_deref().unwrap_or_default())?;
+        let parent = self
+            .parent_task_id
+            .as_deref()
+            .map(|raw| super::parse_uuid("parent_task_id", raw))
+            .transpose()?;
+        let created_at = DbTime(now());
+        let columns = TaskColumns {
+            id: DbUuid(uuid::Uuid::now_v7()),
+            title,
+            description,
+            due: due.map(|due| due.text()),
+            priority: self.priority.unwrap_or_default(),
+            parent_task_id: parent.map(DbUuid),
+            repeat: repeat.as_ref().map(Repeat::text),
+            estimate_minutes: self.estimate_minutes.map(check_estimate).transpose()?,
+            completed: false,
+            created_at,
+            updated_at: created_at,
+            completed_at: None,
+        };
+        Ok((columns, labels))
+    }
+}
+
+/// SHA-256 of what a new task was asked to be: every column but those the server sets,
+/// and its labels (serde_json's maps are sorted: canonical). Tells a retry from another
+/// task under the same idempotency key.
+fn request_hash(columns: &TaskColumns, labels: &[Label]) -> Vec<u8> {
+    let mut asked = serde_json::to_value(columns).unwrap_or_default();
+    if let Some(fields) = asked.as_object_mut() {
+        for set_by_server in [
+            "id",
+            "completed",
+            "created_at",
+            "updated_at",
+            "completed_at",
+        ] {
+            fields.remove(set_by_server);
+        }
+    }
+    let labels: Vec<&str> = labels.iter().map(|label| label.text.as_str()).collect();
+    let canonical = serde_json::json!({ "task": asked, "labels": labels });
+    Sha256::digest(canonical.to_string().as_bytes()).to_vec()
+}
+
+/// An estimate: 1 to 100,000 minutes (about ten weeks).
+fn check_estimate(minutes: i32) -> Result<i32, StoreError> {
+    if (1..=100_000).contains(&minutes) {
+        Ok(minutes)
+    } else {
+        Err(StoreError::invalid(
+            "estimate_minutes",
+            format!("{minutes} is outside 1 to 100000 minutes"),
+        ))
+    }
+}
+
+/// `due_at` for a due date as stored (see the migration).
+fn due_at(due: Option<&str>) -> Result<DbTime, StoreError> {
+    let due = due.map(|raw| Due::parse("due", raw)).transpose()?;
+    Ok(DbTime(due.map_or_else(no_due, |due| due.instant())))
 }
 
 /// A repeating task needs a due date to repeat from, and a rule that occurs after it.
@@ -180,61 +272,28 @@ pub struct Added {
     pub replayed: bool,
 }
 
-impl Fields {
-    /// SHA-256 of the fields as checked (serde_json's maps are sorted: canonical), so a
-    /// retry is told from another task under the same idempotency key.
-    fn request_hash(&self) -> Vec<u8> {
-        let canonical = serde_json::json!({
-            "title": self.title,
-            "description": self.description,
-            "due": self.due.map(|due| due.text()),
-            "priority": self.priority.level(),
-            "labels": self.labels.iter().map(|label| &label.text).collect::<Vec<_>>(),
-            "parent_task_id": self.parent.map(|id| id.to_string()),
-            "repeat": self.repeat.as_ref().map(Repeat::text),
-        });
-        Sha256::digest(canonical.to_string().as_bytes()).to_vec()
-    }
-}
-
 /// Adds a task. An idempotency key this user used before creates nothing: with the same
 /// arguments the call replays (the task the key created), with others it is a conflict.
-pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<Added, StoreError> {
+pub async fn add(tx: &mut UserTx, new: &NewTask, quotas: &Quotas) -> Result<Added, StoreError> {
     let (tx, user) = tx.split();
-    let title = check_text("title", new.title, limits::TITLE, true)?;
-    let description = new
-        .description
-        .map(|d| check_text("description", d, limits::DESCRIPTION, false))
-        .transpose()?
-        .filter(|d| !d.is_empty());
+    let (columns, labels) = new.check()?;
     let idempotency_key = new
         .idempotency_key
+        .as_deref()
         .map(|k| check_text("idempotency_key", k, limits::IDEMPOTENCY_KEY, true))
         .transpose()?;
-    let due = new.due.map(|raw| Due::parse("due", raw)).transpose()?;
-    let repeat = new.repeat.map(Repeat::parse).transpose()?;
-    check_repeat(repeat.as_ref(), due.as_ref())?;
-    let fields = Fields {
-        title,
-        description,
-        due,
-        priority: new.priority.unwrap_or_default(),
-        labels: check_labels(new.labels.unwrap_or_default())?,
-        parent: new.parent_task_id,
-        repeat,
-    };
-    if let Some(parent) = fields.parent {
-        check_parent(tx, user, parent, None).await?;
+    if let Some(parent) = columns.parent_task_id {
+        check_parent(tx, user, parent.0, None).await?;
     }
     let Some(key) = idempotency_key else {
-        let task = insert(tx, user, &fields, None, quotas).await?;
+        let task = insert(tx, user, columns, &labels, None, quotas).await?;
         return Ok(Added {
             task: task.ok_or_else(|| StoreError::Conflict("the new task's id was taken".into()))?,
             replayed: false,
         });
     };
-    let hash = fields.request_hash();
-    if let Some(task) = insert(tx, user, &fields, Some((&key, &hash)), quotas).await? {
+    let hash = request_hash(&columns, &labels);
+    if let Some(task) = insert(tx, user, columns, &labels, Some((&key, &hash)), quotas).await? {
         return Ok(Added {
             task,
             replayed: false,
@@ -276,26 +335,16 @@ pub async fn add(tx: &mut UserTx, new: NewTask<'_>, quotas: &Quotas) -> Result<A
 async fn insert(
     tx: &mut Tx,
     user: &UserId,
-    fields: &Fields,
+    columns: TaskColumns,
+    labels: &[Label],
     idempotency: Option<(&str, &[u8])>,
     quotas: &Quotas,
 ) -> Result<Option<Task>, StoreError> {
-    let created_at = DbTime(now());
     let row = TaskRow {
-        id: DbUuid(uuid::Uuid::now_v7()),
+        due_at: due_at(columns.due.as_deref())?,
+        columns,
         user_id: user.as_str().to_owned(),
-        title: fields.title.clone(),
-        description: fields.description.clone(),
-        completed: false,
         idempotency_key: idempotency.map(|(key, _)| key.to_owned()),
-        created_at,
-        updated_at: created_at,
-        completed_at: None,
-        due: fields.due.map(|due| due.text()),
-        due_at: DbTime(fields.due.map_or_else(no_due, |due| due.instant())),
-        priority: fields.priority.level(),
-        parent_task_id: fields.parent.map(DbUuid),
-        repeat: fields.repeat.as_ref().map(Repeat::text),
     };
     let inserted: usize = on_backend!(tx, |conn| {
         use schema::tasks::dsl as t;
@@ -311,7 +360,7 @@ async fn insert(
     }
     if let Some((_, hash)) = idempotency {
         let request = TaskRequestRow {
-            task_id: row.id,
+            task_id: row.columns.id,
             user_id: row.user_id.clone(),
             request_hash: hash.to_vec(),
         };
@@ -330,13 +379,12 @@ async fn insert(
             quotas.tasks_per_user
         )));
     }
-    insert_labels(tx, user, row.id, false, &fields.labels).await?;
-    let labels = fields
-        .labels
-        .iter()
-        .map(|label| label.text.clone())
-        .collect();
-    Ok(Some(Task::new(row, labels)))
+    insert_labels(tx, user, row.columns.id, false, labels).await?;
+    let labels = labels.iter().map(|label| label.text.clone()).collect();
+    Ok(Some(Task {
+        columns: row.columns,
+        labels,
+    }))
 }
 
 /// Completing a repeating task creates its next occurrence: the same fields, the next due
@@ -347,29 +395,26 @@ async fn roll_over(
     done: &Task,
     quotas: &Quotas,
 ) -> Result<Option<Task>, StoreError> {
-    let (Some(rule), Some(due)) = (&done.repeat, &done.due) else {
+    let (Some(rule), Some(due)) = (&done.columns.repeat, &done.columns.due) else {
         return Ok(None);
     };
-    let repeat = Repeat::parse(rule)?;
-    let next = repeat.next(&Due::parse("due", due)?)?;
-    let fields = Fields {
-        title: done.title.clone(),
-        description: done.description.clone(),
-        due: Some(next),
-        priority: done.priority,
-        labels: done
-            .labels
-            .iter()
-            .map(|label| Label::new("labels", label))
-            .collect::<Result<_, _>>()?,
-        parent: done
-            .parent_task_id
-            .as_deref()
-            .map(|id| super::parse_uuid("parent_task_id", id))
-            .transpose()?,
-        repeat: Some(repeat),
+    let next = Repeat::parse(rule)?.next(&Due::parse("due", due)?)?;
+    let created_at = DbTime(now());
+    let columns = TaskColumns {
+        id: DbUuid(uuid::Uuid::now_v7()),
+        due: Some(next.text()),
+        completed: false,
+        created_at,
+        updated_at: created_at,
+        completed_at: None,
+        ..done.columns.clone()
     };
-    insert(tx, user, &fields, None, quotas).await
+    let labels = done
+        .labels
+        .iter()
+        .map(|label| Label::new("labels", label))
+        .collect::<Result<Vec<_>, _>>()?;
+    insert(tx, user, columns, &labels, None, quotas).await
 }
 
 /// A task as a change left it and, when the change completed a repeating task, the next
@@ -473,7 +518,7 @@ async fn mark_labels(tx: &mut Tx, id: DbUuid, task: &Task) -> Result<(), StoreEr
     if task.labels.is_empty() {
         return Ok(());
     }
-    let completed = task.completed;
+    let completed = task.columns.completed;
     on_backend!(tx, |conn| {
         use schema::task_labels::dsl as l;
         diesel::update(l::task_labels.filter(l::task_id.eq(id)))
@@ -489,7 +534,7 @@ async fn with_labels(tx: &mut Tx, rows: Vec<TaskRow>) -> Result<Vec<Task>, Store
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<DbUuid> = rows.iter().map(|row| row.id).collect();
+    let ids: Vec<DbUuid> = rows.iter().map(|row| row.columns.id).collect();
     let labels: Vec<(DbUuid, String)> = on_backend!(tx, |conn| {
         use schema::task_labels::dsl as l;
         l::task_labels
@@ -504,10 +549,13 @@ async fn with_labels(tx: &mut Tx, rows: Vec<TaskRow>) -> Result<Vec<Task>, Store
         .map(|row| {
             let mine = labels
                 .iter()
-                .filter(|(task, _)| *task == row.id)
+                .filter(|(task, _)| *task == row.columns.id)
                 .map(|(_, label)| label.clone())
                 .collect();
-            Task::new(row, mine)
+            Task {
+                columns: row.columns,
+                labels: mine,
+            }
         })
         .collect())
 }
@@ -541,9 +589,9 @@ enum After {
 impl After {
     fn of(sort: TaskSort, row: &TaskRow) -> After {
         match sort {
-            TaskSort::Created => After::Created(row.id),
-            TaskSort::Due => After::Due(row.due_at.0, row.id),
-            TaskSort::Priority => After::Priority(row.priority, row.id),
+            TaskSort::Created => After::Created(row.columns.id),
+            TaskSort::Due => After::Due(row.due_at.0, row.columns.id),
+            TaskSort::Priority => After::Priority(row.columns.priority.level(), row.columns.id),
         }
     }
 
@@ -813,7 +861,7 @@ pub async fn complete(
     });
     match updated {
         Some(row) => {
-            let id = row.id;
+            let id = row.columns.id;
             let task = with_labels(tx, vec![row]).await?.remove(0);
             mark_labels(tx, id, &task).await?;
             let next_task = roll_over(tx, user, &task, quotas).await?;
@@ -826,66 +874,131 @@ pub async fn complete(
     }
 }
 
-/// The changes `update` makes; `None` leaves a field as it is.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TaskChanges<'a> {
-    pub title: Option<&'a str>,
-    /// An empty description clears it.
-    pub description: Option<&'a str>,
+/// update_task's arguments: the tool's input schema. A field left out keeps the task's
+/// value; for `due`, `parent_task_id` and `repeat`, null clears it (`Some(None)`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskChanges {
+    /// The task's id (UUID).
+    pub task_id: String,
+    /// New title, 1 to 500 characters.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New description, up to 10,000 characters; an empty string clears it.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Mark completed (true) or pending again (false).
+    #[serde(default)]
     pub completed: Option<bool>,
-    /// `Some(None)` clears the due date.
-    pub due: Option<Option<&'a str>>,
+    /// New due date or date-time (as add_task takes it); null clears it.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
+    pub due: Option<Option<String>>,
+    /// New priority: `low`, `normal`, `high` or `urgent`.
+    #[serde(default)]
     pub priority: Option<Priority>,
-    /// All the task's labels; an empty list clears them.
-    pub labels: Option<&'a [String]>,
-    /// `Some(None)` makes a subtask a task of its own.
-    pub parent_task_id: Option<Option<uuid::Uuid>>,
-    /// `Some(None)` stops it repeating.
-    pub repeat: Option<Option<&'a str>>,
-    /// Optimistic concurrency: change the task only if it was last updated at this time
-    /// (its `updated_at` as last read), else fail with a conflict.
-    pub expected_updated_at: Option<&'a str>,
+    /// The task's labels, all of them (replacing the ones it had); [] clears them.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Make it a subtask of this task (UUID); null makes it a task of its own.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
+    pub parent_task_id: Option<Option<String>>,
+    /// New repeating rule (as add_task takes it); null stops it repeating.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
+    pub repeat: Option<Option<String>>,
+    /// New estimate in minutes (1 to 100,000); null clears it.
+    #[serde(default, deserialize_with = "super::null_clears")]
+    #[schemars(extend("x-null-clears" = true))]
+    pub estimate_minutes: Option<Option<i32>>,
+    /// The task's `updated_at` as you last read it: the update then happens only if nobody
+    /// changed the task since, and fails with a conflict otherwise.
+    #[serde(default)]
+    pub expected_updated_at: Option<String>,
+    /// Conversation (UUID) whose history should record this call; default: "Tool activity".
+    // (Read from the call's arguments by its record, `store::calls`.)
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
-impl TaskChanges<'_> {
+impl TaskChanges {
+    /// The fields that say what to change (every one but the task, the precondition and
+    /// where the call is recorded), from the schema, so that a new one is named too.
+    fn change_fields() -> Vec<String> {
+        let schema = schemars::schema_for!(TaskChanges);
+        schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object)
+            .map(|properties| {
+                properties
+                    .keys()
+                    .filter(|name| {
+                        !["task_id", "expected_updated_at", "conversation_id"]
+                            .contains(&name.as_str())
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether it changes nothing. (Destructured, so that a new field cannot be missed.)
     fn is_empty(&self) -> bool {
-        self.title.is_none()
-            && self.description.is_none()
-            && self.completed.is_none()
-            && self.due.is_none()
-            && self.priority.is_none()
-            && self.labels.is_none()
-            && self.parent_task_id.is_none()
-            && self.repeat.is_none()
+        let TaskChanges {
+            task_id: _,
+            title,
+            description,
+            completed,
+            due,
+            priority,
+            labels,
+            parent_task_id,
+            repeat,
+            estimate_minutes,
+            expected_updated_at: _,
+            conversation_id: _,
+        } = self;
+        title.is_none()
+            && description.is_none()
+            && completed.is_none()
+            && due.is_none()
+            && priority.is_none()
+            && labels.is_none()
+            && parent_task_id.is_none()
+            && repeat.is_none()
+            && estimate_minutes.is_none()
     }
 }
 
 pub async fn update(
     tx: &mut UserTx,
     id: uuid::Uuid,
-    changes: TaskChanges<'_>,
+    changes: &TaskChanges,
     quotas: &Quotas,
 ) -> Result<Completion, StoreError> {
     let (tx, user) = tx.split();
     if changes.is_empty() {
-        return Err(StoreError::NothingRequested(
-            "nothing to change: besides task_id, give at least one of title, description, \
-             completed, due, priority, labels, parent_task_id, repeat"
-                .into(),
-        ));
+        return Err(StoreError::NothingRequested(format!(
+            "nothing to change: besides task_id, give at least one of {}",
+            TaskChanges::change_fields().join(", ")
+        )));
     }
     let title = changes
         .title
+        .as_deref()
         .map(|t| check_text("title", t, limits::TITLE, true))
         .transpose()?;
     let description = changes
         .description
+        .as_deref()
         .map(|d| check_text("description", d, limits::DESCRIPTION, false))
         .transpose()?
         .map(|d| Some(d).filter(|d| !d.is_empty()));
     let new_due = changes
         .due
-        .map(|due| due.map(|raw| Due::parse("due", raw)).transpose())
+        .as_ref()
+        .map(|due| due.as_deref().map(|raw| Due::parse("due", raw)).transpose())
         .transpose()?;
     let due = new_due.map(|due| {
         (
@@ -893,16 +1006,22 @@ pub async fn update(
             DbTime(due.map_or_else(no_due, |due| due.instant())),
         )
     });
-    let labels = changes.labels.map(check_labels).transpose()?;
+    let labels = changes.labels.as_deref().map(check_labels).transpose()?;
+    let estimate_minutes = changes
+        .estimate_minutes
+        .map(|estimate| estimate.map(check_estimate).transpose())
+        .transpose()?;
     let new_repeat = changes
         .repeat
-        .map(|repeat| repeat.map(Repeat::parse).transpose())
+        .as_ref()
+        .map(|repeat| repeat.as_deref().map(Repeat::parse).transpose())
         .transpose()?;
     let repeat = new_repeat
         .as_ref()
         .map(|repeat| repeat.as_ref().map(Repeat::text));
     let expected = changes
         .expected_updated_at
+        .as_deref()
         .map(|raw| {
             DateTime::parse_from_rfc3339(raw.trim())
                 .map(|t| t.with_timezone(&Utc))
@@ -917,7 +1036,17 @@ pub async fn update(
                 })
         })
         .transpose()?;
-    if let Some(Some(parent)) = changes.parent_task_id {
+    let parent_task_id = changes
+        .parent_task_id
+        .as_ref()
+        .map(|parent| {
+            parent
+                .as_deref()
+                .map(|raw| super::parse_uuid("parent_task_id", raw))
+                .transpose()
+        })
+        .transpose()?;
+    if let Some(Some(parent)) = parent_task_id {
         check_parent(tx, user, parent, Some(id)).await?;
     }
     if new_due.is_some() || new_repeat.is_some() {
@@ -926,6 +1055,7 @@ pub async fn update(
         let due = match new_due {
             Some(due) => due,
             None => current
+                .columns
                 .due
                 .as_deref()
                 .map(|d| Due::parse("due", d))
@@ -933,7 +1063,12 @@ pub async fn update(
         };
         let rule = match new_repeat {
             Some(rule) => rule,
-            None => current.repeat.as_deref().map(Repeat::parse).transpose()?,
+            None => current
+                .columns
+                .repeat
+                .as_deref()
+                .map(Repeat::parse)
+                .transpose()?,
         };
         check_repeat(rule.as_ref(), due.as_ref())?;
     }
@@ -953,10 +1088,9 @@ pub async fn update(
             due.as_ref().map(|(text, _)| t::due.eq(text)),
             due.as_ref().map(|(_, at)| t::due_at.eq(at)),
             changes.priority.map(|p| t::priority.eq(p.level())),
-            changes
-                .parent_task_id
-                .map(|parent| t::parent_task_id.eq(parent.map(DbUuid))),
+            parent_task_id.map(|parent| t::parent_task_id.eq(parent.map(DbUuid))),
             repeat.as_ref().map(|v| t::repeat.eq(v)),
+            estimate_minutes.map(|v| t::estimate_minutes.eq(v)),
             t::updated_at.eq(DbTime(at)),
         );
         let statement = diesel::update(target);
@@ -995,9 +1129,9 @@ pub async fn update(
     });
     match (updated, expected) {
         (Some(row), _) => {
-            let just_completed = row.completed_at == Some(DbTime(at));
-            let id = row.id;
-            let completed = row.completed;
+            let just_completed = row.columns.completed_at == Some(DbTime(at));
+            let id = row.columns.id;
+            let completed = row.columns.completed;
             if let Some(labels) = &labels {
                 on_backend!(tx, |conn| {
                     use schema::task_labels::dsl as l;
@@ -1024,7 +1158,7 @@ pub async fn update(
             Err(StoreError::Conflict(format!(
                 "task {id} was updated at {}, not at expected_updated_at {}: read it again \
                  and retry",
-                current.updated_at,
+                current.columns.updated_at.text(),
                 format_time(expected)
             )))
         }

@@ -342,7 +342,7 @@ async fn export_user_in(
             out,
             counts,
             Record::Task,
-            |task: &TaskRow| task.id,
+            |task: &TaskRow| task.columns.id,
             async |after| {
                 Ok(on_backend!(tx, |conn| {
                     use schema::tasks::dsl as t;

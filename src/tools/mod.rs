@@ -626,16 +626,6 @@ fn not_null_unless_it_clears(schema: &mut schemars::Schema) {
     }
 }
 
-/// For an update's argument where leaving it out keeps the value and `null` clears it:
-/// present (even as null) is `Some`, so `null` arrives as `Some(None)`.
-fn null_clears<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

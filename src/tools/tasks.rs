@@ -14,45 +14,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddTaskArgs {
-    /// What to do: 1 to 500 characters.
-    pub title: String,
-    /// Optional details, up to 10,000 characters.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// When it is due: a date (`2026-12-01`, all day) or a date-time with an offset
-    /// (`2026-12-01T09:00:00+01:00`, `Z` for UTC); the task keeps which one it was given.
-    #[serde(default)]
-    pub due: Option<String>,
-    /// `low`, `normal` (default), `high` or `urgent`.
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    /// Up to 20 labels, each 1 to 60 characters, no two the same but for case.
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    /// Makes this a subtask of another of the user's tasks (UUID), which must not itself be
-    /// a subtask. Deleting the parent deletes its subtasks; completing it does not complete
-    /// them.
-    #[serde(default)]
-    pub parent_task_id: Option<String>,
-    /// Makes it repeat (it needs a due date): RFC 5545 RRULE text with FREQ=DAILY, WEEKLY,
-    /// MONTHLY or YEARLY, INTERVAL, BYDAY (weekly) and BYMONTHDAY (monthly), e.g.
-    /// `FREQ=MONTHLY;BYMONTHDAY=1` or `FREQ=WEEKLY;BYDAY=MO,TH`. Completing it creates the
-    /// next occurrence.
-    #[serde(default)]
-    pub repeat: Option<String>,
-    /// Conversation (UUID) whose history should record this call; default: "Tool activity".
-    #[serde(default)]
-    pub conversation_id: Option<String>,
-    /// Any string unique to this intended task (1 to 200 characters): a retry with the same
-    /// key and the same arguments returns the task the first call created (`replayed`:
-    /// true) and creates nothing; the same key with other arguments is a `conflict`.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
 /// Which tasks to list.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -148,47 +109,6 @@ pub struct TaskIdArgs {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateTaskArgs {
-    /// The task's id (UUID).
-    pub task_id: String,
-    /// New title, 1 to 500 characters.
-    #[serde(default)]
-    pub title: Option<String>,
-    /// New description, up to 10,000 characters; an empty string clears it.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Mark completed (true) or pending again (false).
-    #[serde(default)]
-    pub completed: Option<bool>,
-    /// New due date or date-time (as add_task takes it); null clears it.
-    #[serde(default, deserialize_with = "super::null_clears")]
-    #[schemars(extend("x-null-clears" = true))]
-    pub due: Option<Option<String>>,
-    /// New priority: `low`, `normal`, `high` or `urgent`.
-    #[serde(default)]
-    pub priority: Option<Priority>,
-    /// The task's labels, all of them (replacing the ones it had); [] clears them.
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    /// Make it a subtask of this task (UUID); null makes it a task of its own.
-    #[serde(default, deserialize_with = "super::null_clears")]
-    #[schemars(extend("x-null-clears" = true))]
-    pub parent_task_id: Option<Option<String>>,
-    /// New repeating rule (as add_task takes it); null stops it repeating.
-    #[serde(default, deserialize_with = "super::null_clears")]
-    #[schemars(extend("x-null-clears" = true))]
-    pub repeat: Option<Option<String>>,
-    /// The task's `updated_at` as you last read it: the update then happens only if nobody
-    /// changed the task since, and fails with a conflict otherwise.
-    #[serde(default)]
-    pub expected_updated_at: Option<String>,
-    /// Conversation (UUID) whose history should record this call; default: "Tool activity".
-    #[serde(default)]
-    pub conversation_id: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ListLabelsArgs {
     /// Conversation (UUID) whose history should record this call; default: "Tool activity".
     #[serde(default)]
@@ -225,7 +145,7 @@ pub struct DeletedTask {
 #[tool_router(router = task_tools, vis = "pub(super)")]
 impl TodoServer {
     #[tool(
-        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, a parent task (making it a subtask) or a repeating rule. Pass an idempotency_key when the call may be retried: a retry with the same key and arguments returns the first task (replayed: true) and creates nothing; the key with other arguments is a conflict.",
+        description = "Add a task for the user, optionally with a due date or date-time, a priority, labels, a parent task (making it a subtask), a repeating rule or an estimate in minutes. Pass an idempotency_key when the call may be retried: a retry with the same key and arguments returns the first task (replayed: true) and creates nothing; the key with other arguments is a conflict.",
         annotations(
             title = "Add task",
             read_only_hint = false,
@@ -238,25 +158,12 @@ impl TodoServer {
     async fn add_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(args): Parameters<Checked<AddTaskArgs>>,
+        Parameters(args): Parameters<Checked<NewTask>>,
     ) -> Result<Json<Added>, ToolError> {
-        let args = args.get()?;
-        let parent_task_id = args
-            .parent_task_id
-            .as_deref()
-            .map(|raw| parse_uuid("parent_task_id", raw))
-            .transpose()?;
-        let new = NewTask {
-            title: &args.title,
-            description: args.description.as_deref(),
-            idempotency_key: args.idempotency_key.as_deref(),
-            due: args.due.as_deref(),
-            priority: args.priority,
-            labels: args.labels.as_deref(),
-            parent_task_id,
-            repeat: args.repeat.as_deref(),
-        };
-        tool_result!(self, call, |tx| { tasks::add(tx, new, &self.quotas).await })
+        let new = args.get()?;
+        tool_result!(self, call, |tx| {
+            tasks::add(tx, &new, &self.quotas).await
+        })
     }
 
     #[tool(
@@ -373,7 +280,7 @@ impl TodoServer {
     }
 
     #[tool(
-        description = "Change a task's title, description, completed state, due date, priority, labels, parent or repeating rule; fields left out stay as they are, null clears due, parent_task_id and repeat. Completing a repeating task creates its next occurrence (next_task). Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
+        description = "Change a task's title, description, completed state, due date, priority, labels, parent, repeating rule or estimate; fields left out stay as they are, null clears due, parent_task_id, repeat and estimate_minutes. Completing a repeating task creates its next occurrence (next_task). Pass expected_updated_at (the updated_at you read) to change it only if nobody else has since.",
         annotations(
             title = "Update task",
             read_only_hint = false,
@@ -386,33 +293,12 @@ impl TodoServer {
     async fn update_task(
         &self,
         Extension(call): Extension<Arc<Call>>,
-        Parameters(args): Parameters<Checked<UpdateTaskArgs>>,
+        Parameters(args): Parameters<Checked<TaskChanges>>,
     ) -> Result<Json<Completion>, ToolError> {
-        let args = args.get()?;
-        let task_id = parse_uuid("task_id", &args.task_id)?;
-        let parent_task_id = args
-            .parent_task_id
-            .as_ref()
-            .map(|parent| {
-                parent
-                    .as_deref()
-                    .map(|raw| parse_uuid("parent_task_id", raw))
-                    .transpose()
-            })
-            .transpose()?;
-        let changes = TaskChanges {
-            title: args.title.as_deref(),
-            description: args.description.as_deref(),
-            completed: args.completed,
-            due: args.due.as_ref().map(Option::as_deref),
-            priority: args.priority,
-            labels: args.labels.as_deref(),
-            parent_task_id,
-            repeat: args.repeat.as_ref().map(Option::as_deref),
-            expected_updated_at: args.expected_updated_at.as_deref(),
-        };
+        let changes = args.get()?;
+        let task_id = parse_uuid("task_id", &changes.task_id)?;
         tool_result!(self, call, |tx| {
-            tasks::update(tx, task_id, changes, &self.quotas).await
+            tasks::update(tx, task_id, &changes, &self.quotas).await
         })
     }
 

@@ -192,6 +192,7 @@ async fn optional_arguments_have_plain_types_unless_null_clears() {
         nullable,
         [
             "update_task.due",
+            "update_task.estimate_minutes",
             "update_task.parent_task_id",
             "update_task.repeat"
         ],

@@ -14,9 +14,10 @@ fn key() -> CursorKey {
 fn alice() -> UserId {
     UserId::parse("alice").unwrap()
 }
+use todo_mcp::store::tasks::{NewTask, TaskChanges};
 use todo_mcp::tools::Checked;
 use todo_mcp::tools::conversations::{AppendMessageArgs, HistoryArgs, SetSummaryArgs};
-use todo_mcp::tools::tasks::{AddTaskArgs, ListTasksArgs, UpdateTaskArgs};
+use todo_mcp::tools::tasks::ListTasksArgs;
 
 /// Any JSON value, nested a few levels.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -57,9 +58,9 @@ proptest! {
     #[test]
     fn arbitrary_arguments_never_panic(value in any_json()) {
         for outcome in [
-            parses::<AddTaskArgs>(&value),
+            parses::<NewTask>(&value),
             parses::<ListTasksArgs>(&value),
-            parses::<UpdateTaskArgs>(&value),
+            parses::<TaskChanges>(&value),
             parses::<AppendMessageArgs>(&value),
             parses::<HistoryArgs>(&value),
             parses::<SetSummaryArgs>(&value),
@@ -73,7 +74,7 @@ proptest! {
     /// A field of the wrong type is refused with an error naming that field.
     #[test]
     fn a_wrongly_typed_field_is_named(title in non_string_json(), limit in non_string_json().prop_filter("not an integer", |v| !v.is_i64() && !v.is_u64() && !v.is_null())) {
-        let error = parses::<AddTaskArgs>(&serde_json::json!({ "title": title })).unwrap_err();
+        let error = parses::<NewTask>(&serde_json::json!({ "title": title })).unwrap_err();
         prop_assert!(error.contains("title"), "{}", error);
         let error = parses::<ListTasksArgs>(&serde_json::json!({ "limit": limit })).unwrap_err();
         prop_assert!(error.contains("limit"), "{}", error);
@@ -85,14 +86,14 @@ proptest! {
         let mut args = Map::new();
         args.insert("title".into(), "milk".into());
         args.insert(name.clone(), value);
-        let error = parses::<AddTaskArgs>(&Value::Object(args)).unwrap_err();
+        let error = parses::<NewTask>(&Value::Object(args)).unwrap_err();
         prop_assert!(error.contains(&name), "{}", error);
     }
 
     /// Well-formed arguments parse to what was sent.
     #[test]
     fn well_formed_arguments_parse(title in ".{0,60}", description in proptest::option::of(".{0,60}")) {
-        let parsed = serde_json::from_value::<Checked<AddTaskArgs>>(
+        let parsed = serde_json::from_value::<Checked<NewTask>>(
             serde_json::json!({ "title": title, "description": description }),
         );
         let args = parsed

@@ -707,7 +707,91 @@ async fn list_labels_counts_pending_tasks(db: TestDb) {
     a.close().await;
 }
 
+/// `estimate_minutes`, the worked example of adding a column (README, "Adding a column"):
+/// kept as given, changed and cleared by update_task, refused by name outside 1 to
+/// 100,000 with nothing written, copied to a repeating task's next occurrence, exported.
+async fn estimates_are_kept_changed_and_cleared(db: TestDb) {
+    let client = connect_in_process(db.url(), None, &[]).await;
+    let plain = add(&client, json!({ "title": "plain" })).await;
+    assert_eq!(plain["estimate_minutes"], Value::Null);
+    let estimated = add(
+        &client,
+        json!({ "title": "tax return", "estimate_minutes": 90 }),
+    )
+    .await;
+    assert_eq!(estimated["estimate_minutes"], 90);
+    let read = client
+        .call_ok("get_task", json!({ "task_id": id(&estimated) }))
+        .await["task"]
+        .clone();
+    assert_eq!(read, estimated);
+    let changed = client
+        .call_ok(
+            "update_task",
+            json!({ "task_id": id(&estimated), "estimate_minutes": 120 }),
+        )
+        .await["task"]
+        .clone();
+    assert_eq!(changed["estimate_minutes"], 120);
+    let renamed = client
+        .call_ok(
+            "update_task",
+            json!({ "task_id": id(&estimated), "title": "file the tax return" }),
+        )
+        .await["task"]
+        .clone();
+    assert_eq!(renamed["estimate_minutes"], 120, "left out, kept");
+    let cleared = client
+        .call_ok(
+            "update_task",
+            json!({ "task_id": id(&estimated), "estimate_minutes": null }),
+        )
+        .await["task"]
+        .clone();
+    assert_eq!(cleared["estimate_minutes"], Value::Null);
+
+    let before = task_count(&db).await;
+    for bad in [json!(0), json!(100_001), json!(-5), json!(1.5), json!("30")] {
+        let error = client
+            .call_err("add_task", json!({ "title": "x", "estimate_minutes": bad }))
+            .await;
+        assert!(
+            error.starts_with("invalid_argument: invalid `estimate_minutes`"),
+            "{bad}: {error}"
+        );
+        let error = client
+            .call_err(
+                "update_task",
+                json!({ "task_id": id(&plain), "estimate_minutes": bad }),
+            )
+            .await;
+        assert!(
+            error.starts_with("invalid_argument: invalid `estimate_minutes`"),
+            "{bad}: {error}"
+        );
+    }
+    assert_eq!(task_count(&db).await, before, "nothing written");
+
+    let weekly = add(
+        &client,
+        json!({ "title": "review", "due": "2026-12-01", "repeat": "FREQ=WEEKLY", "estimate_minutes": 25 }),
+    )
+    .await;
+    let done = client
+        .call_ok("complete_task", json!({ "task_id": id(&weekly) }))
+        .await;
+    assert_eq!(done["next_task"]["estimate_minutes"], 25);
+    let stored = support::sql::texts(
+        &db,
+        "SELECT CAST(estimate_minutes AS TEXT) AS j FROM tasks WHERE title = 'review' ORDER BY id",
+    )
+    .await;
+    assert_eq!(stored, ["25", "25"]);
+    client.close().await;
+}
+
 both_backends!(
+    estimates_are_kept_changed_and_cleared,
     list_labels_counts_pending_tasks,
     fields_are_kept_as_given,
     bad_values_are_refused_by_name_and_write_nothing,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use support::mcp::result_text;
 use support::{McpClient, READ_ONLY_TOOLS, TOOL_NAMES, TestDb, connect_in_process};
 
-const TASK_FIELDS: [&str; 12] = [
+const TASK_FIELDS: [&str; 13] = [
     "id",
     "title",
     "description",
@@ -18,6 +18,7 @@ const TASK_FIELDS: [&str; 12] = [
     "labels",
     "parent_task_id",
     "repeat",
+    "estimate_minutes",
     "completed",
     "created_at",
     "updated_at",

@@ -111,7 +111,9 @@ pub fn sample(tool: &str, seed: &Seed) -> Option<Value> {
         message,
     } = seed;
     Some(match tool {
-        "add_task" => json!({ "title": "sampled task", "labels": ["sample"], "priority": "high" }),
+        "add_task" => json!({
+            "title": "sampled task", "labels": ["sample"], "priority": "high", "estimate_minutes": 30
+        }),
         "list_tasks" => json!({ "label": "seed" }),
         "get_task" => json!({ "task_id": task }),
         "update_task" => json!({ "task_id": task, "title": "renamed by a sample" }),
