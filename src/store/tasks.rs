@@ -10,7 +10,7 @@ use crate::db::{Conn, DbTime, DbUuid, Tx};
 use crate::on_backend;
 use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,9 @@ use sha2::{Digest, Sha256};
     Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Queryable, Selectable, Insertable,
 )]
 #[diesel(table_name = crate::db::schema::tasks)]
+// `None` is bound as NULL rather than written as DEFAULT: the INSERT's text then never
+// depends on the values, so its prepared statement is cached and reused.
+#[diesel(treat_none_as_default_value = false)]
 pub struct TaskColumns {
     /// The task's id (a UUID).
     pub id: DbUuid,
@@ -53,6 +56,7 @@ pub struct TaskColumns {
 /// and what an export carries (`store::transfer`).
 #[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::tasks)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct TaskRow {
     #[diesel(embed)]
     #[serde(flatten)]
@@ -66,6 +70,7 @@ pub struct TaskRow {
 /// A row of `task_requests`: what a task was added with under an idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::task_requests)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct TaskRequestRow {
     pub task_id: DbUuid,
     pub user_id: String,
@@ -77,6 +82,7 @@ pub struct TaskRequestRow {
 /// A row of `task_labels`.
 #[derive(Debug, Clone, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::task_labels)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct LabelRow {
     pub task_id: DbUuid,
     pub user_id: String,
@@ -358,20 +364,12 @@ async fn insert(
     if inserted == 0 {
         return Ok(None);
     }
-    if let Some((_, hash)) = idempotency {
-        let request = TaskRequestRow {
-            task_id: row.columns.id,
-            user_id: row.user_id.clone(),
-            request_hash: hash.to_vec(),
-        };
-        on_backend!(tx, |conn| {
-            diesel::insert_into(schema::task_requests::table)
-                .values(&request)
-                .execute(conn)
-                .await?
-        });
-    }
-    let count = change_task_count(tx, user, 1).await?;
+    let request = idempotency.map(|(_, hash)| TaskRequestRow {
+        task_id: row.columns.id,
+        user_id: row.user_id.clone(),
+        request_hash: hash.to_vec(),
+    });
+    let count = count_new_task(tx, user, request.as_ref()).await?;
     if count > quotas.tasks_per_user {
         return Err(StoreError::QuotaExceeded(format!(
             "you already have {} tasks, the most this server keeps per user: delete some \
@@ -1195,6 +1193,53 @@ pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<i64, StoreError> 
     let subtasks = i32::try_from(subtasks).unwrap_or(i32::MAX);
     change_task_count(tx, user, -1 - subtasks).await?;
     Ok(i64::from(subtasks))
+}
+
+/// Counts a new task for the user (see [`change_task_count`]) and keeps what it was
+/// asked with, if it was added under an idempotency key. On PostgreSQL both are one
+/// statement (a data-modifying CTE), so remembering the request costs no round trip.
+async fn count_new_task(
+    tx: &mut Tx,
+    user: &UserId,
+    request: Option<&TaskRequestRow>,
+) -> Result<i32, StoreError> {
+    let Some(request) = request else {
+        return change_task_count(tx, user, 1).await;
+    };
+    match &mut tx.conn {
+        Conn::Postgres(pooled) => {
+            #[derive(QueryableByName)]
+            struct Counted {
+                #[diesel(sql_type = diesel::sql_types::Integer)]
+                task_count: i32,
+            }
+            let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
+            let counted: Option<Counted> = diesel::sql_query(
+                "WITH request AS (INSERT INTO task_requests (task_id, user_id, request_hash) \
+                 VALUES ($1, $2, $3)) \
+                 UPDATE users SET task_count = task_count + 1 WHERE id = $2 RETURNING task_count",
+            )
+            .bind::<crate::db::sql_types_by_backend::Id, _>(request.task_id)
+            .bind::<Text, _>(&request.user_id)
+            .bind::<diesel::sql_types::Binary, _>(&request.request_hash)
+            .cached()
+            .get_result(&mut session)
+            .await
+            .optional()?;
+            counted
+                .map(|counted| counted.task_count)
+                .ok_or_else(|| StoreError::not_found("user", user))
+        }
+        Conn::Sqlite(_) => {
+            on_backend!(tx, |conn| {
+                diesel::insert_into(schema::task_requests::table)
+                    .values(request)
+                    .execute(conn)
+                    .await?
+            });
+            change_task_count(tx, user, 1).await
+        }
+    }
 }
 
 /// Adjusts the user's task count (locking their row, so concurrent adds count one at a

@@ -128,6 +128,9 @@ pub struct Header {
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::users)]
+// `None` is bound as NULL rather than written as DEFAULT: the INSERT's text then never
+// depends on the values, so its prepared statement is cached and reused.
+#[diesel(treat_none_as_default_value = false)]
 pub struct UserRecord {
     pub id: String,
     pub created_at: DbTime,
@@ -136,6 +139,7 @@ pub struct UserRecord {
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::conversations)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct ConversationRecord {
     pub id: DbUuid,
     pub user_id: String,
@@ -151,6 +155,7 @@ pub struct ConversationRecord {
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::messages)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct MessageRecord {
     pub id: i64,
     pub conversation_id: DbUuid,
@@ -167,6 +172,7 @@ pub struct MessageRecord {
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::agent_states)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct AgentStateRecord {
     pub conversation_id: DbUuid,
     pub user_id: String,
@@ -177,6 +183,7 @@ pub struct AgentStateRecord {
 
 #[derive(Debug, Serialize, Deserialize, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crate::db::schema::turns)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct TurnRecord {
     pub user_id: String,
     pub idempotency_key: String,
