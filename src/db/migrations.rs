@@ -161,7 +161,7 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
             }
         }
         DatabaseUrl::Sqlite(path) => {
-            sqlite::ensure_parent_dir(path)?;
+            sqlite::prepare_file(path)?;
             let lock_path = path.with_extension("migrate.lock");
             let lock = File::create(&lock_path).map_err(|e| {
                 DbError::Migration(format!("cannot create {}: {e}", lock_path.display()))

@@ -66,18 +66,45 @@ impl DatabaseUrl {
     }
 }
 
+/// Query parameters (libpq's) whose values are secrets, or say where one is.
+const SECRET_PARAMETERS: [&str; 3] = ["password", "sslpassword", "sslkey"];
+
+/// The URL with the password of its user-info and the values of [`SECRET_PARAMETERS`]
+/// replaced by `***`.
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = address.find('/').unwrap_or(address.len());
+    let (authority, path) = address.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
         },
-        None => url.to_owned(),
+        None => authority.to_owned(),
+    };
+    let query = query.map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _))
+                    if SECRET_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) =>
+                {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(query) => format!("{scheme}://{authority}{path}?{query}"),
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -118,5 +145,18 @@ mod tests {
         );
         let url = DatabaseUrl::Postgres("postgres://me@localhost/app".into());
         assert_eq!(url.redacted(), "postgres://me@localhost/app");
+    }
+
+    #[test]
+    fn redacts_secrets_in_the_query_too() {
+        let url = DatabaseUrl::Postgres(
+            "postgresql://me@db/app?sslmode=verify-full&password=s3cret&SSLPassword=k3y&sslkey=/keys/me.key&application_name=x".into(),
+        );
+        assert_eq!(
+            url.redacted(),
+            "postgresql://me@db/app?sslmode=verify-full&password=***&SSLPassword=***&sslkey=***&application_name=x"
+        );
+        let url = DatabaseUrl::Postgres("postgres://me:p@ss@db/app?password=x".into());
+        assert_eq!(url.redacted(), "postgres://me:***@db/app?password=***");
     }
 }

@@ -18,6 +18,7 @@ mod cli;
 mod columns;
 mod concurrency;
 mod database_faults;
+mod hardening;
 mod harness_selftest;
 mod hostile_input;
 mod http_auth;

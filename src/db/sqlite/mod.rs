@@ -64,7 +64,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens one connection outside the pool (for migrations), creating the file's folder.
 pub async fn establish(path: &Path) -> Result<Connection, DbError> {
-    ensure_parent_dir(path)?;
+    prepare_file(path)?;
     let mut conn = Connection::establish(&path_str(path)?)
         .await
         .map_err(|e| DbError::CannotConnect(format!("cannot open {}: {e}", path.display())))?;
@@ -79,7 +79,7 @@ pub async fn pool(
     options: &PoolOptions,
     errors: &ConnectErrors,
 ) -> Result<Pool, DbError> {
-    ensure_parent_dir(path)?;
+    prepare_file(path)?;
     let mut config = ManagerConfig::<Connection>::default();
     config.custom_setup = Box::new(|url| {
         let url = url.to_owned();
@@ -183,14 +183,71 @@ async fn begin_waiting(conn: &mut Connection, begin: &'static str) -> diesel::Qu
     }
 }
 
-pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), DbError> {
+/// Readies the database file's place: a missing folder is made `0700` and a missing file
+/// `0600` (SQLite gives its `-wal` and `-shm` files the database file's mode), since the
+/// file holds every user's data and token hashes. An existing file that others on this
+/// machine may read is used as it is, with a warning.
+pub(crate) fn prepare_file(path: &Path) -> Result<(), DbError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        private_dir(dir).map_err(|e| {
             DbError::CannotConnect(format!("cannot create folder {}: {e}", dir.display()))
         })?;
     }
-    Ok(())
+    match private_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_others_may_read(path);
+            Ok(())
+        }
+        Err(e) => Err(DbError::CannotConnect(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
+
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates the file empty (SQLite takes an empty file for a new database), or fails with
+/// `AlreadyExists`.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+#[cfg(unix)]
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:04o}"),
+                "the database file is readable by other users of this machine (it holds every \
+                 user's data and token hashes): `chmod 600` it, and its -wal and -shm files"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_may_read(_: &Path) {}
 
 fn path_str(path: &Path) -> Result<String, DbError> {
     path.to_str()

@@ -168,8 +168,10 @@ pub async fn authenticate(
                     let reason = error.reason();
                     metrics::global().auth_refused(reason);
                     if error.is_unavailable() {
+                        // The detail (a database's own message) is for the log: this caller
+                        // is not signed in.
                         tracing::warn!(%reason, %error, "cannot check a bearer token");
-                        return unavailable(&error.to_string());
+                        return unavailable(STORAGE_UNAVAILABLE);
                     }
                     tracing::info!(%reason, %error, "refused a bearer token");
                     return state.unauthorized(Some("invalid_token"), &error.to_string());
@@ -285,6 +287,9 @@ fn challenge_response(status: StatusCode, code: i64, message: &str, challenge: &
     }
     response
 }
+
+/// All a caller not yet signed in learns of an outage.
+pub(super) const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry";
 
 fn unavailable(reason: &str) -> Response {
     let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, -32002, reason);

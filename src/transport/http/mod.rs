@@ -328,9 +328,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "migrations pending", "pending": pending })),
         ),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": error.to_string() })),
-        ),
+        Err(error) => {
+            // Anyone may ask: the detail goes to the log only.
+            tracing::warn!(%error, "readyz: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "reason": auth::STORAGE_UNAVAILABLE })),
+            )
+        }
     }
 }

@@ -1,0 +1,159 @@
+//! What a security review of main found (issue 21), each reproduced: a password in a
+//! database URL's query kept out of the log, an outage's detail kept from callers who
+//! are not signed in, and the SQLite file kept from other users of the machine.
+
+use crate::support;
+
+use serde_json::json;
+use support::jsonrpc;
+use support::pg::PgTestDb;
+use support::{connect_in_process, connect_stdio, start_http};
+
+/// The log's "opening database" line masks `password=` in the query as well as in the
+/// user-info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_urls_query_is_not_logged() {
+    let db = PgTestDb::new().await;
+    let secret = "hunter2-in-the-query";
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}password={secret}", db.url());
+    let client = connect_stdio(&url, None, &[]).await;
+    client
+        .call_ok("add_task", json!({ "title": "logged in" }))
+        .await;
+    let log = client.close().await;
+    assert!(
+        log.contains("opening database") && log.contains("password=***"),
+        "the log names the database, its password masked:\n{log}"
+    );
+    assert!(
+        !log.contains(secret),
+        "the password reached the log:\n{log}"
+    );
+}
+
+/// During an outage, `/readyz` and a request with a made-up token say "storage
+/// unavailable" and no more: the database's own message (its name, why) is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_not_signed_in_learn_only_that_storage_is_unavailable() {
+    let db = PgTestDb::new().await;
+    let server = start_http(db.url(), &[], &[]).await;
+    // A token of the right form that names no one: only the database could tell.
+    let mut made_up = support::create_token(db.url(), "someone");
+    let last = if made_up.ends_with('A') { "B" } else { "A" };
+    made_up.replace_range(made_up.len() - 1.., last);
+    let ready = jsonrpc::client()
+        .get(format!("{}/readyz", server.base_url()))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), 200);
+
+    // New connections are refused by the database itself, and the pooled ones end.
+    let admin = support::pg::connect(db.admin_url()).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{0}\" ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+            db.name()
+        ))
+        .await
+        .expect("closing the database to connections");
+
+    let ready = jsonrpc::client()
+        .get(format!("{}/readyz", server.base_url()))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("a JSON body");
+    assert_eq!(
+        body,
+        json!({ "status": "unavailable", "reason": "storage unavailable, retry" })
+    );
+
+    let refused = jsonrpc::mcp_request(&server.mcp_url(), Some(&made_up))
+        .body(jsonrpc::initialize(1).to_string())
+        .send()
+        .await
+        .expect("POST /mcp");
+    assert_eq!(refused.status(), 503);
+    let text = refused.text().await.expect("a body");
+    assert!(text.contains("storage unavailable, retry"), "{text}");
+    for detail in ["accepting connections", db.name(), "FATAL", "db error"] {
+        assert!(
+            !text.contains(detail),
+            "the refusal tells a caller who is not signed in `{detail}`: {text}"
+        );
+    }
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+            db.name()
+        ))
+        .await
+        .expect("opening the database again");
+    let log = server.stderr();
+    assert!(
+        log.contains("is not currently accepting connections"),
+        "the detail is in the log:\n{log}"
+    );
+}
+
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A SQLite database the server creates (and the folders it makes for it) is its owner's
+/// alone: folders 0700, the file and its WAL 0600, whatever the umask.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let path = root.path().join("data").join("todo-mcp").join("todo.db");
+    let client = connect_in_process(path.to_str().expect("UTF-8"), None, &[]).await;
+    client
+        .call_ok("add_task", json!({ "title": "private" }))
+        .await;
+    for dir in [root.path().join("data"), root.path().join("data/todo-mcp")] {
+        assert_eq!(mode_of(&dir), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode_of(&path), 0o600, "{}", path.display());
+    let wal = path.with_extension("db-wal");
+    assert_eq!(mode_of(&wal), 0o600, "{}", wal.display());
+    client.close().await;
+}
+
+/// An existing database file that other users may read is used, with a warning that says
+/// what to do.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_database_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("a temp dir");
+    let path = root.path().join("todo.db");
+    let url = path.to_str().expect("UTF-8");
+    let first = connect_in_process(url, None, &[]).await;
+    first.call_ok("add_task", json!({ "title": "kept" })).await;
+    let log = first.close().await;
+    assert!(!log.contains("readable by other users"), "{log}");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let second = connect_in_process(url, None, &[]).await;
+    let listed = second.call_ok("list_tasks", json!({})).await;
+    assert_eq!(listed["tasks"][0]["title"], "kept");
+    let log = second.close().await;
+    assert!(
+        log.contains("readable by other users")
+            && log.contains("0644")
+            && log.contains("chmod 600"),
+        "{log}"
+    );
+}
