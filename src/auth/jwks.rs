@@ -97,8 +97,10 @@ impl PublishedKeys {
         cache_ttl: Duration,
         refresh_min_interval: Duration,
     ) -> Result<Self, String> {
+        // Keys decide who is signed in: a redirect could send the fetch anywhere.
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("todo-mcp/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -249,6 +251,7 @@ impl PublishedKeys {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, String> {
+        check_fetchable(url)?;
         let mut response = self
             .client
             .get(url.clone())
@@ -256,6 +259,12 @@ impl PublishedKeys {
             .send()
             .await
             .map_err(|e| format!("{url}: {e}"))?;
+        if response.status().is_redirection() {
+            return Err(format!(
+                "{url}: HTTP {} (redirects are not followed: give the final URL)",
+                response.status()
+            ));
+        }
         if !response.status().is_success() {
             return Err(format!("{url}: HTTP {}", response.status()));
         }
@@ -267,6 +276,26 @@ impl PublishedKeys {
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| format!("{url}: not the JSON expected: {e}"))
+    }
+}
+
+/// Keys and metadata come over `https`, or plain `http` from this machine only (a local
+/// issuer, a test): anyone on the path of a plain fetch could hand out keys.
+pub fn check_fetchable(url: &Url) -> Result<(), String> {
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        scheme => Err(format!(
+            "{url}: keys are fetched over https only ({scheme} is allowed for loopback \
+             addresses alone)"
+        )),
     }
 }
 
@@ -382,6 +411,20 @@ fn find(keys: &[PublishedKey], kid: Option<&str>, alg: Algorithm) -> Result<Deco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_come_over_https_or_from_this_machine() {
+        let fetchable = |url: &str| check_fetchable(&Url::parse(url).unwrap()).is_ok();
+        assert!(fetchable("https://auth.example.com/jwks"));
+        assert!(fetchable("http://127.0.0.1:8080/jwks"));
+        assert!(fetchable("http://127.5.0.1/jwks"));
+        assert!(fetchable("http://localhost:3000/api/auth/jwks"));
+        assert!(fetchable("http://[::1]:3000/jwks"));
+        assert!(!fetchable("http://auth.example.com/jwks"));
+        assert!(!fetchable("http://10.0.0.5/jwks"));
+        assert!(!fetchable("http://localhost.example.com/jwks"));
+        assert!(!fetchable("ftp://127.0.0.1/jwks"));
+    }
 
     #[test]
     fn metadata_is_looked_for_where_rfc_8414_then_openid_put_it() {

@@ -57,6 +57,11 @@ pub enum AuthError {
     #[error("the token's algorithm {0} is not accepted")]
     AlgorithmRefused(String),
     #[error(
+        "the token lives {lifetime} s (from `iat`, or now, to `exp`), over the {max} s \
+         --jwt-max-lifetime allows"
+    )]
+    TooLong { lifetime: i64, max: u64 },
+    #[error(
         "the token is a JWT, but neither TODO_MCP_JWT_ISSUER nor TODO_MCP_JWT_SECRET is set, so JWTs are not accepted"
     )]
     JwtDisabled,
@@ -89,6 +94,7 @@ impl AuthError {
             AuthError::MissingClaim(_) => Refusal::MissingClaim,
             AuthError::BadSubject => Refusal::BadSubject,
             AuthError::AlgorithmRefused(_) => Refusal::AlgorithmRefused,
+            AuthError::TooLong { .. } => Refusal::TooLong,
             AuthError::JwtDisabled => Refusal::JwtDisabled,
             AuthError::Key(KeyError::Unavailable(_)) => Refusal::KeysUnavailable,
             AuthError::Key(_) => Refusal::UnknownKey,
@@ -114,6 +120,8 @@ pub enum Refusal {
     MissingClaim,
     BadSubject,
     AlgorithmRefused,
+    /// An HS256 token whose lifetime is over `--jwt-max-lifetime`.
+    TooLong,
     JwtDisabled,
     UnknownKey,
     /// The issuer's keys could not be fetched (503, not 401).
@@ -125,7 +133,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::Missing,
         Refusal::Malformed,
         Refusal::Invalid,
@@ -138,6 +146,7 @@ impl Refusal {
         Refusal::MissingClaim,
         Refusal::BadSubject,
         Refusal::AlgorithmRefused,
+        Refusal::TooLong,
         Refusal::JwtDisabled,
         Refusal::UnknownKey,
         Refusal::KeysUnavailable,
@@ -159,6 +168,7 @@ impl Refusal {
             Refusal::MissingClaim => "missing_claim",
             Refusal::BadSubject => "bad_subject",
             Refusal::AlgorithmRefused => "algorithm_refused",
+            Refusal::TooLong => "too_long",
             Refusal::JwtDisabled => "jwt_disabled",
             Refusal::UnknownKey => "unknown_key",
             Refusal::KeysUnavailable => "keys_unavailable",
@@ -183,8 +193,14 @@ pub struct JwtOptions {
     pub issuer: Option<String>,
     /// `TODO_MCP_JWKS_URL`: where those keys are, if not in the issuer's metadata.
     pub jwks_url: Option<String>,
-    /// The `aud` a token must contain: `TODO_MCP_JWT_AUDIENCE`, else `TODO_MCP_PUBLIC_URL`.
+    /// `TODO_MCP_JWT_AUDIENCE`: the `aud` every JWT must contain.
     pub audience: Option<String>,
+    /// `TODO_MCP_PUBLIC_URL`: the `aud` an issuer's JWTs must contain when no audience is
+    /// set (the resource its OAuth access tokens are for).
+    pub public_url: Option<String>,
+    /// `--jwt-max-lifetime`: the longest an HS256 token may live, from `iat` (or now) to
+    /// `exp`. (An issuer's tokens live as long as it says.)
+    pub max_lifetime: Duration,
     pub jwks_cache_ttl: Duration,
     pub jwks_refresh_min_interval: Duration,
 }
@@ -198,6 +214,8 @@ impl Default for JwtOptions {
             issuer: None,
             jwks_url: None,
             audience: None,
+            public_url: None,
+            max_lifetime: Duration::from_secs(24 * 3600),
             jwks_cache_ttl: Duration::from_secs(600),
             jwks_refresh_min_interval: Duration::from_secs(5),
         }
@@ -212,9 +230,22 @@ pub struct ConfigError(String);
 /// Checks credentials (see the module docs).
 #[derive(Clone)]
 pub struct Authenticator {
-    secret_key: Option<DecodingKey>,
+    secret: Option<Arc<Secret>>,
     published: Option<Arc<Published>>,
 }
+
+/// What HS256 tokens are checked with.
+struct Secret {
+    key: DecodingKey,
+    /// `iss` must be this, when TODO_MCP_JWT_ISSUER is set.
+    issuer: Option<String>,
+    /// `aud` must contain this, when TODO_MCP_JWT_AUDIENCE is set.
+    audience: Option<String>,
+    max_lifetime: Duration,
+}
+
+/// The shortest HS256 secret accepted: 256 bits, the hash's own size (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 struct Published {
     keys: PublishedKeys,
@@ -227,29 +258,47 @@ struct Claims {
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
     scope: Option<Value>,
     #[serde(default)]
     scp: Option<Value>,
 }
 
 impl Authenticator {
-    /// API tokens only, and HS256 JWTs if `secret` is given.
-    pub fn with_secret(secret: Option<&str>) -> Self {
-        Authenticator {
-            secret_key: secret
-                .filter(|s| !s.is_empty())
-                .map(|s| DecodingKey::from_secret(s.as_bytes())),
-            published: None,
-        }
-    }
-
     pub fn new(options: &JwtOptions) -> Result<Self, ConfigError> {
-        let mut authenticator = Authenticator::with_secret(options.secret.as_deref());
-        let issuer = options
-            .issuer
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
+        let set = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let issuer = set(&options.issuer);
+        let explicit_audience = set(&options.audience);
+        let secret = match options.secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+                return Err(ConfigError(format!(
+                    "TODO_MCP_JWT_SECRET is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} \
+                     (for example `openssl rand -base64 32`)",
+                    secret.len()
+                )));
+            }
+            Some(secret) => Some(Arc::new(Secret {
+                key: DecodingKey::from_secret(secret.as_bytes()),
+                issuer: issuer.clone(),
+                audience: explicit_audience.clone(),
+                max_lifetime: options.max_lifetime,
+            })),
+            None => None,
+        };
+        let mut authenticator = Authenticator {
+            secret,
+            published: None,
+        };
+        let issuer = issuer.as_deref();
         let jwks_url = options
             .jwks_url
             .as_deref()
@@ -264,12 +313,7 @@ impl Authenticator {
             }
             return Ok(authenticator);
         };
-        let Some(audience) = options
-            .audience
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(audience) = explicit_audience.or_else(|| set(&options.public_url)) else {
             return Err(ConfigError(
                 "TODO_MCP_JWT_ISSUER needs TODO_MCP_PUBLIC_URL (this server's URL, the audience \
                  tokens must name) or TODO_MCP_JWT_AUDIENCE: without an audience, a token the \
@@ -278,18 +322,29 @@ impl Authenticator {
             ));
         };
         let source = match jwks_url {
-            Some(url) => KeySource::Jwks(reqwest::Url::parse(url).map_err(|e| {
-                ConfigError(format!(
-                    "TODO_MCP_JWKS_URL {} is not a URL: {e}",
-                    quote(url)
-                ))
-            })?),
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url).map_err(|e| {
+                    ConfigError(format!(
+                        "TODO_MCP_JWKS_URL {} is not a URL: {e}",
+                        quote(url)
+                    ))
+                })?;
+                jwks::check_fetchable(&parsed)
+                    .map_err(|e| ConfigError(format!("TODO_MCP_JWKS_URL {e}")))?;
+                KeySource::Jwks(parsed)
+            }
             None => {
-                reqwest::Url::parse(issuer).map_err(|e| {
+                let parsed = reqwest::Url::parse(issuer).map_err(|e| {
                     ConfigError(format!(
                         "TODO_MCP_JWT_ISSUER {} is not a URL, so its metadata cannot be found \
                          ({e}); set TODO_MCP_JWKS_URL",
                         quote(issuer)
+                    ))
+                })?;
+                jwks::check_fetchable(&parsed).map_err(|e| {
+                    ConfigError(format!(
+                        "TODO_MCP_JWT_ISSUER's metadata would be fetched from {e}; set \
+                         TODO_MCP_JWKS_URL to an https URL"
                     ))
                 })?;
                 KeySource::Discovered {
@@ -306,7 +361,7 @@ impl Authenticator {
         authenticator.published = Some(Arc::new(Published {
             keys,
             issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
+            audience,
         }));
         Ok(authenticator)
     }
@@ -324,7 +379,7 @@ impl Authenticator {
                 published.issuer, published.audience
             ));
         }
-        if self.secret_key.is_some() {
+        if self.secret.is_some() {
             kinds.push("HS256 JWTs (TODO_MCP_JWT_SECRET)".to_owned());
         }
         kinds.join(", ")
@@ -364,7 +419,7 @@ impl Authenticator {
         let alg = header_algorithm(token)?;
         let (key, validation) = match alg {
             Algorithm::HS256 => {
-                let key = self.secret_key.clone().ok_or_else(|| {
+                let secret = self.secret.as_ref().ok_or_else(|| {
                     if self.published.is_some() {
                         AuthError::AlgorithmRefused("HS256".into())
                     } else {
@@ -372,18 +427,24 @@ impl Authenticator {
                     }
                 })?;
                 let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                (key, validation)
+                let mut required = vec!["exp", "sub"];
+                if let Some(issuer) = &secret.issuer {
+                    validation.set_issuer(&[issuer]);
+                    required.push("iss");
+                }
+                if let Some(audience) = &secret.audience {
+                    validation.set_audience(&[audience]);
+                    required.push("aud");
+                }
+                validation.set_required_spec_claims(&required);
+                (secret.key.clone(), validation)
             }
             alg if jwks::is_asymmetric(alg) => {
-                let published = self
-                    .published
-                    .as_ref()
-                    .ok_or(if self.secret_key.is_some() {
-                        AuthError::AlgorithmRefused(format!("{alg:?}"))
-                    } else {
-                        AuthError::JwtDisabled
-                    })?;
+                let published = self.published.as_ref().ok_or(if self.secret.is_some() {
+                    AuthError::AlgorithmRefused(format!("{alg:?}"))
+                } else {
+                    AuthError::JwtDisabled
+                })?;
                 let header =
                     jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
                 let key = published
@@ -420,6 +481,16 @@ impl Authenticator {
             _ => AuthError::Invalid,
         })?;
         let claims = data.claims;
+        if let (Algorithm::HS256, Some(secret), Some(exp)) = (alg, &self.secret, claims.exp) {
+            // A shared secret signs tokens anyone holding it can mint: bound how long one
+            // lives, so that a leaked or forgotten token does not work for years.
+            let from = claims.iat.unwrap_or_else(|| chrono::Utc::now().timestamp());
+            let lifetime = exp.saturating_sub(from);
+            let max = secret.max_lifetime.as_secs();
+            if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+                return Err(AuthError::TooLong { lifetime, max });
+            }
+        }
         Ok(Caller {
             user: UserId::parse(
                 claims

@@ -36,7 +36,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 /// The server's instructions, around the tool list derived from the definitions.
@@ -92,11 +92,89 @@ pub fn scope_needed(tool: &Tool) -> TodoScope {
 /// How the server learns who is calling.
 #[derive(Clone)]
 pub enum Identity {
-    /// One caller for the whole session (stdio: the token given at start, or `local`).
+    /// One caller for the whole session (stdio without a token: `local`).
     Fixed(Caller),
+    /// One caller for the whole session, whose credential is checked again on a call made
+    /// long enough after the last check (stdio with a token: revoked or expired, it stops
+    /// serving).
+    Rechecked(Caller, Arc<Recheck>),
     /// Each request names its caller (HTTP: its bearer token), found in the request's
     /// extensions by a function the transport supplies.
     PerRequest(CallerOfRequest),
+}
+
+/// Why a session's credential no longer serves, from [`Recheck`]'s check.
+#[derive(Debug, Clone)]
+pub enum Lapse {
+    /// Revoked, expired, or otherwise refused: for good.
+    Refused(String),
+    /// It could not be checked now (the database is down): this call fails, the next one
+    /// checks again.
+    Unavailable,
+}
+
+/// Checks a session's credential again: `Ok` while it still names the session's user.
+pub type CheckCredential = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Lapse>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A long session's credential, checked again on any call made more than `every` after
+/// the last check.
+pub struct Recheck {
+    every: Duration,
+    check: CheckCredential,
+    state: tokio::sync::Mutex<RecheckState>,
+}
+
+struct RecheckState {
+    last_checked: Instant,
+    refused: Option<String>,
+}
+
+impl Recheck {
+    /// A credential checked just now (at the session's start).
+    pub fn new(every: Duration, check: CheckCredential) -> Self {
+        Recheck {
+            every,
+            check,
+            state: tokio::sync::Mutex::new(RecheckState {
+                last_checked: Instant::now(),
+                refused: None,
+            }),
+        }
+    }
+
+    /// Whether the session may still act: checks again when the last check is old.
+    async fn still_valid(&self) -> Result<(), ErrorData> {
+        let mut state = self.state.lock().await;
+        if state.refused.is_none() && state.last_checked.elapsed() > self.every {
+            match (self.check)().await {
+                Ok(()) => state.last_checked = Instant::now(),
+                Err(Lapse::Refused(reason)) => {
+                    tracing::warn!(%reason, "the session's credential no longer serves: refusing every call");
+                    state.refused = Some(reason);
+                }
+                Err(Lapse::Unavailable) => {
+                    return Err(ErrorData::internal_error(
+                        "storage unavailable, retry: the session's credential cannot be checked",
+                        None,
+                    ));
+                }
+            }
+        }
+        match &state.refused {
+            None => Ok(()),
+            Some(reason) => Err(ErrorData::invalid_request(
+                format!(
+                    "this session's credential was refused ({reason}): the server no longer \
+                     acts for it; restart it with a valid TODO_MCP_TOKEN"
+                ),
+                None,
+            )),
+        }
+    }
 }
 
 /// Finds the authenticated caller among a request's extensions.
@@ -188,9 +266,13 @@ impl TodoServer {
         self
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
         match &self.identity {
             Identity::Fixed(caller) => Ok(caller.clone()),
+            Identity::Rechecked(caller, recheck) => {
+                recheck.still_valid().await?;
+                Ok(caller.clone())
+            }
             Identity::PerRequest(find) => find(&context.extensions).ok_or_else(|| {
                 ErrorData::internal_error("the request carries no authenticated user", None)
             }),
@@ -302,7 +384,7 @@ impl ServerHandler for TodoServer {
         mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let _running = self.in_flight.as_ref().map(TaskTracker::token);
-        let caller = self.caller(&context)?;
+        let caller = self.caller(&context).await?;
         let refusal = self.refuse_scope(&caller, &request.name);
         let rule = self.tool_rules.get(request.name.as_ref());
         let tool_metrics = rule.map_or(&self.unknown_tool, |rule| &rule.metrics);

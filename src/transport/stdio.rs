@@ -9,7 +9,7 @@ use crate::db::Database;
 use crate::store::Quotas;
 use crate::store::scopes::Caller;
 use crate::store::{UserId, users};
-use crate::tools::{Identity, TodoServer};
+use crate::tools::{CheckCredential, Identity, Lapse, Recheck, TodoServer};
 use crate::transport::jsonrpc::{self, INVALID_REQUEST, Refusal};
 use anyhow::Context;
 use rmcp::ServiceExt;
@@ -18,6 +18,8 @@ use rustix::fs::fstat;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -33,7 +35,7 @@ const CHANNEL_CAPACITY: usize = 64;
 type Line = Vec<u8>;
 
 /// Serves one client until it closes stdin.
-pub async fn serve(db: Database, caller: Caller, quotas: Quotas) -> anyhow::Result<()> {
+pub async fn serve(db: Database, caller: SessionCaller, quotas: Quotas) -> anyhow::Result<()> {
     let mut restore = RestoreBlocking::default();
     let served = serve_streams(
         db,
@@ -52,13 +54,14 @@ pub async fn serve(db: Database, caller: Caller, quotas: Quotas) -> anyhow::Resu
 /// gives it one end of an in-memory duplex.
 pub async fn serve_streams(
     db: Database,
-    caller: Caller,
+    caller: SessionCaller,
     quotas: Quotas,
     input: impl AsyncRead + Send + Unpin + 'static,
     output: impl AsyncWrite + Send + Unpin + 'static,
 ) -> anyhow::Result<()> {
-    tracing::info!(user = %caller.user, scopes = %caller.scopes.to_oauth(), "serving MCP on stdio");
-    let server = TodoServer::new(db, Identity::Fixed(caller), quotas).await?;
+    tracing::info!(user = %caller.caller.user, scopes = %caller.caller.scopes.to_oauth(), "serving MCP on stdio");
+    let identity = caller.identity(&db);
+    let server = TodoServer::new(db, identity, quotas).await?;
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_CAPACITY);
     let (to_stdout, outgoing) = mpsc::channel::<Line>(CHANNEL_CAPACITY);
     let (from_server, server_messages) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_CAPACITY);
@@ -89,21 +92,85 @@ pub async fn serve_streams(
 
 /// Who a stdio session serves: the user named by its token (an API token or a JWT, refused
 /// here when invalid, expired or revoked), or without one the single local user `local`.
+/// Who a stdio session acts for: the caller its credential named at start, and that
+/// credential, checked again during the session (see [`RECHECK_AFTER`]).
+pub struct SessionCaller {
+    caller: Caller,
+    credential: Option<(String, Authenticator)>,
+    recheck_after: Duration,
+}
+
+/// A call made longer than this after the credential's last check checks it again: a
+/// token revoked, or a JWT expired, stops serving within this long of the change.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(30);
+
+impl SessionCaller {
+    /// Checks again after `every` instead of [`RECHECK_AFTER`] (for tests).
+    pub fn recheck_after(mut self, every: Duration) -> Self {
+        self.recheck_after = every;
+        self
+    }
+
+    fn identity(self, db: &Database) -> Identity {
+        let Some((token, authenticator)) = self.credential else {
+            return Identity::Fixed(self.caller);
+        };
+        let (db, user) = (db.clone(), self.caller.user.clone());
+        let token = Arc::new(token);
+        let check: CheckCredential = Arc::new(move || {
+            let (db, authenticator, token, user) = (
+                db.clone(),
+                authenticator.clone(),
+                token.clone(),
+                user.clone(),
+            );
+            Box::pin(async move {
+                match authenticator.authenticate(&db, &token).await {
+                    Ok(caller) if caller.user == user => Ok(()),
+                    Ok(caller) => Err(Lapse::Refused(format!(
+                        "it now names user {}, not {user}",
+                        caller.user
+                    ))),
+                    Err(error) if error.is_unavailable() => {
+                        tracing::warn!(%error, "cannot check the session's credential again");
+                        Err(Lapse::Unavailable)
+                    }
+                    Err(error) => Err(Lapse::Refused(error.to_string())),
+                }
+            })
+        });
+        Identity::Rechecked(
+            self.caller,
+            Arc::new(Recheck::new(self.recheck_after, check)),
+        )
+    }
+}
+
+/// The session's caller: the user `token` names (refused: an error saying why), or the
+/// single local user without one.
 pub async fn session_caller(
     db: &Database,
     authenticator: &Authenticator,
     token: Option<&str>,
-) -> anyhow::Result<Caller> {
+) -> anyhow::Result<SessionCaller> {
     match token.map(str::trim).filter(|t| !t.is_empty()) {
-        Some(token) => Ok(authenticator
-            .authenticate(db, token)
-            .await
-            .context("TODO_MCP_TOKEN was refused")?),
+        Some(token) => Ok(SessionCaller {
+            caller: authenticator
+                .authenticate(db, token)
+                .await
+                .context("TODO_MCP_TOKEN was refused")?,
+            credential: Some((token.to_owned(), authenticator.clone())),
+            recheck_after: RECHECK_AFTER,
+        }),
         None => {
             tracing::warn!("no TODO_MCP_TOKEN set: serving the single local user `local`");
             let user = UserId::local();
             users::ensure(db, &user).await?;
-            Ok(Caller::with_full_access(user))
+            Ok(SessionCaller {
+                caller: Caller::with_full_access(user),
+                credential: None,
+                recheck_after: RECHECK_AFTER,
+            })
         }
     }
 }

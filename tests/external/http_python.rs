@@ -30,7 +30,7 @@ const READS: &str = "Tool activity: reads of the activity log";
 const MODERN_PROTOCOL: &str = "2026-07-28";
 /// What `initialize` negotiates with the SDK's `ClientSession` over legacy SSE.
 const HANDSHAKE_PROTOCOL: &str = "2025-11-25";
-const JWT_SECRET: &str = "http-python-jwt-secret";
+const JWT_SECRET: &str = "http-python-jwt-secret-of-32-bytes-at-least";
 /// The driver's exit code for a protocol or transport failure.
 const EXIT_PROTOCOL: i32 = 2;
 

@@ -19,7 +19,7 @@ use support::{
     todo_mcp,
 };
 
-const JWT_SECRET: &str = "auth-test-jwt-secret";
+const JWT_SECRET: &str = "auth-test-jwt-secret-of-32-bytes-at-least";
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn in_an_hour() -> i64 {
@@ -584,7 +584,127 @@ async fn tokens_never_appear_in_logs(db: TestDb) {
     }
 }
 
+/// HS256 tokens are bounded (issue 21): a secret of at least 32 bytes; a lifetime of at
+/// most --jwt-max-lifetime; TODO_MCP_JWT_ISSUER and TODO_MCP_JWT_AUDIENCE checked as for an
+/// issuer's tokens. And an issuer's keys are never fetched over plain http from elsewhere.
+async fn hs256_tokens_are_bounded_and_keys_come_over_https(db: TestDb) {
+    let secret = [("TODO_MCP_JWT_SECRET", JWT_SECRET)];
+    let now = chrono::Utc::now().timestamp();
+    let day = 24 * 3600;
+    for (what, claims, reason) in [
+        (
+            "expiring in 9999",
+            json!({ "sub": "mallory", "exp": 253_402_300_000_i64 }),
+            "over the 86400 s --jwt-max-lifetime allows",
+        ),
+        (
+            "issued now for two days",
+            json!({ "sub": "mallory", "iat": now, "exp": now + 2 * day }),
+            "over the 86400 s --jwt-max-lifetime allows",
+        ),
+    ] {
+        eprintln!("case: HS256 JWT {what}");
+        let token = sign(&claims, Algorithm::HS256, JWT_SECRET);
+        let err = assert_refused(&db, &token, &secret, "the token lives").await;
+        assert!(err.contains(reason), "{err}");
+    }
+    // Within the lifetime it works; a shorter maximum refuses the same token.
+    let day_long = sign(
+        &json!({ "sub": "dana", "iat": now, "exp": now + day - 60 }),
+        Algorithm::HS256,
+        JWT_SECRET,
+    );
+    let server = connect_in_process(db.url(), Some(&day_long), &secret).await;
+    server.call_ok("list_tasks", json!({})).await;
+    server.close().await;
+    let shorter = [
+        ("TODO_MCP_JWT_SECRET", JWT_SECRET),
+        ("TODO_MCP_JWT_MAX_LIFETIME", "3600"),
+    ];
+    let err = assert_refused(&db, &day_long, &shorter, "the token lives").await;
+    assert!(err.contains("over the 3600 s --jwt-max-lifetime"), "{err}");
+
+    // With an issuer and an audience set, HS256 tokens must name both.
+    let named = [
+        ("TODO_MCP_JWT_SECRET", JWT_SECRET),
+        ("TODO_MCP_JWT_ISSUER", "http://127.0.0.1:9/issuer"),
+        ("TODO_MCP_JWT_AUDIENCE", "todo-tests"),
+    ];
+    let claims = |extra: Value| {
+        let mut claims = json!({ "sub": "erin", "exp": in_an_hour() });
+        for (key, value) in extra.as_object().unwrap() {
+            claims[key] = value.clone();
+        }
+        sign(&claims, Algorithm::HS256, JWT_SECRET)
+    };
+    for (what, token, reason) in [
+        (
+            "without iss",
+            claims(json!({ "aud": "todo-tests" })),
+            "the token has no `iss` claim",
+        ),
+        (
+            "of another issuer",
+            claims(json!({ "iss": "http://127.0.0.1:9/other", "aud": "todo-tests" })),
+            "the token's issuer is not the one this server trusts",
+        ),
+        (
+            "without aud",
+            claims(json!({ "iss": "http://127.0.0.1:9/issuer" })),
+            "the token has no `aud` claim",
+        ),
+        (
+            "for another audience",
+            claims(json!({ "iss": "http://127.0.0.1:9/issuer", "aud": "elsewhere" })),
+            "the token is not for this server (aud)",
+        ),
+    ] {
+        eprintln!("case: HS256 JWT {what}");
+        assert_refused(&db, &token, &named, reason).await;
+    }
+    let good = claims(json!({ "iss": "http://127.0.0.1:9/issuer", "aud": "todo-tests" }));
+    let server = connect_in_process(db.url(), Some(&good), &named).await;
+    server.call_ok("list_tasks", json!({})).await;
+    server.close().await;
+
+    // Settings that cannot be safe stop the server at start, saying why.
+    for (what, env, says) in [
+        (
+            "a 5-byte secret",
+            vec![("TODO_MCP_JWT_SECRET", "short")],
+            "TODO_MCP_JWT_SECRET is 5 bytes; HS256 needs at least 32",
+        ),
+        (
+            "a plain-http JWKS elsewhere",
+            vec![
+                ("TODO_MCP_JWT_ISSUER", "https://auth.example.com/api/auth"),
+                ("TODO_MCP_JWKS_URL", "http://auth.example.com/api/auth/jwks"),
+                ("TODO_MCP_JWT_AUDIENCE", "todo-tests"),
+            ],
+            "keys are fetched over https only",
+        ),
+        (
+            "a plain-http issuer elsewhere",
+            vec![
+                ("TODO_MCP_JWT_ISSUER", "http://auth.example.com/api/auth"),
+                ("TODO_MCP_JWT_AUDIENCE", "todo-tests"),
+            ],
+            "keys are fetched over https only",
+        ),
+    ] {
+        eprintln!("case: {what}");
+        let out = expect_stdio_exit(db.url(), None, &env, EXIT_TIMEOUT).await;
+        assert!(!out.status.success(), "{what}\n{}", describe_output(&out));
+        assert!(
+            stderr(&out).contains(says),
+            "{what}: stderr should say {says:?}\n{}",
+            describe_output(&out)
+        );
+    }
+}
+
 both_backends!(
+    hs256_tokens_are_bounded_and_keys_come_over_https,
     tokens_are_printed_once_and_stored_only_as_hashes,
     bad_api_tokens_stop_the_server_at_start,
     bad_jwts_stop_the_server_at_start,

@@ -157,3 +157,104 @@ async fn an_existing_database_readable_by_others_is_warned_about() {
         "{log}"
     );
 }
+
+/// The issuer's metadata and keys are never fetched through a redirect: an issuer whose
+/// metadata answers 302 (to anywhere) gives no keys, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_to_fetch_keys() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let issuer = format!("http://{}", listener.local_addr().expect("its address"));
+    let redirects = tokio::spawn(async move {
+        let mut answered = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\n\
+                      Content-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            answered += 1;
+        }
+        answered
+    });
+    let db = support::SqliteTestDb::new();
+    // The HTTP server fetches the keys at start (warm-up), and logs what it met.
+    let server = start_http(
+        db.url(),
+        &[],
+        &[
+            ("TODO_MCP_JWT_ISSUER", &issuer),
+            ("TODO_MCP_JWT_AUDIENCE", "todo-tests"),
+        ],
+    )
+    .await;
+    let said = "HTTP 302 Found (redirects are not followed: give the final URL)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !server.stderr().contains(said) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = server.stderr();
+    redirects.abort();
+    assert!(log.contains(said), "{log}");
+    assert!(!log.contains("fetched the issuer's keys"), "{log}");
+}
+
+/// A stdio session checks its token again on a call made long enough after the last check
+/// (30 s; here 1 s): revoked, it stops acting for it, with an error saying so, and every
+/// later call is refused too. Until then, and for a token still valid, calls work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_session_stops_serving_on_stdio() {
+    let db = support::SqliteTestDb::new();
+    let token = support::create_token(db.url(), "rita");
+    let kept = support::create_token(db.url(), "kim");
+    let recheck = [("RECHECK_CREDENTIAL_AFTER", "1")];
+    let session = connect_in_process(db.url(), Some(&token), &recheck).await;
+    let other = connect_in_process(db.url(), Some(&kept), &recheck).await;
+    session
+        .call_ok("add_task", json!({ "title": "before" }))
+        .await;
+
+    let listed = support::todo_mcp(
+        &["token", "list", "--user", "rita"],
+        &[("DATABASE_URL", db.url())],
+    );
+    let line = String::from_utf8_lossy(&listed.stdout).to_string();
+    let entry: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let id = entry["id"].as_str().expect("the token's id");
+    let revoked = support::todo_mcp(&["token", "revoke", id], &[("DATABASE_URL", db.url())]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        support::cli::describe_output(&revoked)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+
+    for _ in 0..2 {
+        let refused = session
+            .try_call("add_task", json!({ "title": "after" }))
+            .await
+            .expect_err("a revoked session's call is refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains("this session's credential was refused (the token has been revoked)"),
+            "{message}"
+        );
+    }
+    other
+        .call_ok("add_task", json!({ "title": "still kim's" }))
+        .await;
+    let log = session.close().await;
+    assert!(log.contains("no longer serves"), "{log}");
+    other.close().await;
+    let titles = support::sql::texts(
+        &support::TestDb::Sqlite(db),
+        "SELECT title AS j FROM tasks ORDER BY title",
+    )
+    .await;
+    assert_eq!(titles, ["before", "still kim's"]);
+}

@@ -19,7 +19,7 @@ use support::jsonrpc::{
 use support::jwt::sign_hs256;
 use support::{Backend, HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
 
-const JWT_SECRET: &str = "http-auth-test-jwt-secret";
+const JWT_SECRET: &str = "http-auth-test-jwt-secret-32-bytes-at-least";
 /// How long a test waits for an SSE event that should arrive.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test watches a stream to see that nothing arrives.

@@ -11,7 +11,7 @@ use support::samples::{self, Seed};
 use support::{McpClient, TestDb, connect_in_process, create_token};
 use uuid::Uuid;
 
-const JWT_SECRET: &str = "isolation-test-jwt-secret";
+const JWT_SECRET: &str = "isolation-test-jwt-secret-32-bytes-at-least";
 
 /// An HS256 JWT for `sub`, valid for an hour, signed with [`JWT_SECRET`].
 fn jwt_for(sub: &str) -> String {

@@ -18,7 +18,7 @@ use support::jwt::sign_hs256;
 use support::{HttpServer, PgTestDb, create_token, start_http};
 
 const METRICS_TOKEN: &str = "metrics-test-scrape-token";
-const JWT_SECRET: &str = "metrics-test-jwt-secret";
+const JWT_SECRET: &str = "metrics-test-jwt-secret-of-32-bytes-at-least";
 
 /// One scrape: every sample, keyed by its series as written (`name{labels}`).
 #[derive(Debug)]

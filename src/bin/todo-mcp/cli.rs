@@ -259,9 +259,21 @@ impl QuotaArgs {
 #[derive(Args)]
 #[command(next_help_heading = "Credentials (JWT)")]
 pub struct JwtArgs {
-    /// Secret enabling HS256 JWTs as credentials (`sub` = user id, `exp` required).
+    /// Secret enabling HS256 JWTs as credentials (`sub` = user id, `exp` required), at
+    /// least 32 bytes (`openssl rand -base64 32`). --jwt-issuer and --jwt-audience, when
+    /// set, apply to these tokens too.
     #[arg(long, env = "TODO_MCP_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// The longest an HS256 JWT may live, in seconds, from its `iat` (or now, without one)
+    /// to its `exp`: a token minted to last longer is refused.
+    #[arg(
+        long,
+        env = "TODO_MCP_JWT_MAX_LIFETIME",
+        default_value_t = JwtOptions::default().max_lifetime.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub jwt_max_lifetime: f64,
 
     /// The issuer (`iss`) of the JWTs to accept, signed with its published keys (EdDSA,
     /// ES256, RS256…), such as Better Auth's `https://auth.example.com/api/auth`. Its JWKS
@@ -283,8 +295,8 @@ pub struct JwtArgs {
     #[arg(long, env = "TODO_MCP_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
-    /// The audience a JWT's `aud` must contain, instead of --public-url (for an issuer
-    /// that names this server otherwise).
+    /// The audience every JWT's `aud` must contain: the issuer's, instead of --public-url
+    /// (for an issuer that names this server otherwise), and HS256 ones'.
     #[arg(long, env = "TODO_MCP_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 

@@ -192,7 +192,9 @@ fn jwt_options(jwt: &JwtArgs) -> anyhow::Result<JwtOptions> {
         secret: jwt.jwt_secret.clone(),
         issuer: jwt.jwt_issuer.clone(),
         jwks_url: jwt.jwks_url.clone(),
-        audience: jwt.jwt_audience.clone().or_else(|| jwt.public_url.clone()),
+        audience: jwt.jwt_audience.clone(),
+        public_url: jwt.public_url.clone(),
+        max_lifetime: seconds("--jwt-max-lifetime", jwt.jwt_max_lifetime)?,
         jwks_cache_ttl: seconds("--jwks-cache-ttl", jwt.jwks_cache_ttl)?,
         jwks_refresh_min_interval: seconds(
             "--jwks-refresh-min-interval",

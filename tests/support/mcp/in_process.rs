@@ -23,6 +23,7 @@ pub(super) struct Settings {
     jwt: JwtOptions,
     public_url: Option<String>,
     log: String,
+    recheck_after: Duration,
 }
 
 impl Settings {
@@ -35,6 +36,7 @@ impl Settings {
             jwt: JwtOptions::default(),
             public_url: None,
             log: todo_mcp::DEFAULT_LOG_FILTER.to_string(),
+            recheck_after: stdio::RECHECK_AFTER,
         };
         for &(key, value) in env {
             let number = || -> f64 {
@@ -58,21 +60,24 @@ impl Settings {
                 "TODO_MCP_JWT_ISSUER" => settings.jwt.issuer = Some(value.to_string()),
                 "TODO_MCP_JWKS_URL" => settings.jwt.jwks_url = Some(value.to_string()),
                 "TODO_MCP_JWT_AUDIENCE" => settings.jwt.audience = Some(value.to_string()),
-                "TODO_MCP_PUBLIC_URL" => settings.public_url = Some(value.to_string()),
+                "TODO_MCP_PUBLIC_URL" => {
+                    settings.public_url = Some(value.to_string());
+                    settings.jwt.public_url = Some(value.to_string());
+                }
+                "TODO_MCP_JWT_MAX_LIFETIME" => settings.jwt.max_lifetime = seconds(),
                 "TODO_MCP_JWKS_CACHE_TTL" => settings.jwt.jwks_cache_ttl = seconds(),
                 "TODO_MCP_JWKS_REFRESH_MIN_INTERVAL" => {
                     settings.jwt.jwks_refresh_min_interval = seconds()
                 }
                 "TODO_MCP_LOG" => settings.log = value.to_string(),
+                // Not a setting of the binary: how soon a session checks its credential
+                // again (30 s there), so that a test need not wait.
+                "RECHECK_CREDENTIAL_AFTER" => settings.recheck_after = seconds(),
                 other => panic!(
                     "{other} is not a setting of a stdio session in process: start the server \
                      with connect_stdio for it"
                 ),
             }
-        }
-        // As the binary does: --jwt-audience, else --public-url.
-        if settings.jwt.audience.is_none() {
-            settings.jwt.audience = settings.public_url.clone();
         }
         settings
     }
@@ -153,7 +158,9 @@ async fn serve(
         tracing::info!(migration = %name, "applied migration");
     }
     let db = Database::connect(&url, &settings.pool).await?;
-    let caller = stdio::session_caller(&db, &authenticator, token).await?;
+    let caller = stdio::session_caller(&db, &authenticator, token)
+        .await?
+        .recheck_after(settings.recheck_after);
     let (input, output) = tokio::io::split(io);
     stdio::serve_streams(db, caller, settings.quotas, input, output).await
 }
