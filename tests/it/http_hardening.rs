@@ -540,6 +540,47 @@ async fn malformed_json_to_message_is_400() {
         .await;
 }
 
+/// `POST /message` takes JSON said to be JSON: any other Content-Type (text/plain, which a
+/// cross-site form may send without a preflight; none at all) is a JSON-RPC-shaped 415,
+/// and nothing reaches the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_requires_a_json_content_type() {
+    let db = PgTestDb::new().await;
+    let token = create_token(db.url(), "alice");
+    let server = start_http(db.url(), &[], &[]).await;
+    let mut stream = EventStream::open(&server, Some(&token)).await;
+    let add = add_task(7, "smuggled").to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = http()
+            .post(stream.message_url(&server))
+            .bearer_auth(&token)
+            .body(add.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let reply = send(request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}: {}",
+            reply.body
+        );
+        let parsed = reply.json();
+        assert_eq!(parsed["jsonrpc"], "2.0", "{parsed}");
+        assert_eq!(parsed["error"]["code"], -32600, "{parsed}");
+    }
+    assert_eq!(task_count(&db).await, 0);
+    // Said to be JSON, the same session works.
+    stream
+        .initialize_and_add(&server, Some(&token), "said to be JSON")
+        .await;
+    assert_eq!(task_count(&db).await, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // --no-auth
 // ---------------------------------------------------------------------------------------------

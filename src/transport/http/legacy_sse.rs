@@ -14,7 +14,7 @@ use crate::tools::TodoServer;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
 
-use super::reply::refusal_response;
+use super::reply::{jsonrpc_error, refusal_response};
 use crate::transport::jsonrpc;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -158,8 +158,23 @@ async fn post_message(
     State(legacy): State<LegacySse>,
     Extension(Caller { user, .. }): Extension<Caller>,
     Query(query): Query<MessageQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A message is JSON, said so: a text/plain POST is what an HTML form can send across
+    // sites without a preflight.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return jsonrpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::INVALID_REQUEST,
+            "POST /message takes Content-Type: application/json",
+        );
+    }
     // Another user's session answers exactly like one that does not exist.
     let to_server = match legacy.session_user(&query.session_id) {
         Some((owner, to_server)) if owner == user => to_server,
