@@ -123,11 +123,9 @@ impl Priority {
         self as i16
     }
 
-    pub fn from_level(level: i16) -> Priority {
-        Priority::ALL
-            .get(usize::try_from(level).unwrap_or_default())
-            .copied()
-            .unwrap_or_default()
+    /// The priority stored as `level`, if there is one.
+    pub fn from_level(level: i16) -> Option<Priority> {
+        Priority::ALL.get(usize::try_from(level).ok()?).copied()
     }
 }
 
@@ -151,9 +149,7 @@ where
 {
     fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
         let level = i16::from_sql(bytes)?;
-        Priority::ALL
-            .get(usize::try_from(level).unwrap_or(usize::MAX))
-            .copied()
+        Priority::from_level(level)
             .ok_or_else(|| format!("{level} is not a priority level (0 to 3)").into())
     }
 }
@@ -251,7 +247,7 @@ mod tests {
     #[test]
     fn priorities_order_by_urgency() {
         for priority in Priority::ALL {
-            assert_eq!(Priority::from_level(priority.level()), priority);
+            assert_eq!(Priority::from_level(priority.level()), Some(priority));
         }
         assert!(Priority::Urgent.level() > Priority::High.level());
     }

@@ -20,7 +20,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::reply::{jsonrpc_error, refusal};
+use super::reply::{STORAGE_UNAVAILABLE, jsonrpc_error, refusal};
 
 /// Who may call.
 #[derive(Clone)]
@@ -287,9 +287,6 @@ fn challenge_response(status: StatusCode, code: i64, message: &str, challenge: &
     }
     response
 }
-
-/// All a caller not yet signed in learns of an outage.
-pub(super) const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry";
 
 fn unavailable(reason: &str) -> Response {
     let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, -32002, reason);

@@ -333,7 +333,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             tracing::warn!(%error, "readyz: the database does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "reason": auth::STORAGE_UNAVAILABLE })),
+                Json(json!({ "status": "unavailable", "reason": reply::STORAGE_UNAVAILABLE })),
             )
         }
     }

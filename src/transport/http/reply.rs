@@ -32,6 +32,9 @@ pub fn refusal(status: StatusCode, code: i64, message: &str) -> Response {
 
 pub use crate::transport::jsonrpc::INVALID_REQUEST;
 
+/// All a caller not yet signed in learns of an outage: the detail goes to the log.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry";
+
 /// Checks a POST body before rmcp sees it: rmcp answers a body it cannot read with 415
 /// and plain text, where clients expect a JSON-RPC error. Reads the body within the limit.
 pub async fn require_json_body(request: Request, next: Next) -> Response {

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::reply::{INVALID_REQUEST, refusal};
+use super::reply::{INVALID_REQUEST, STORAGE_UNAVAILABLE, refusal};
 use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
@@ -87,11 +87,7 @@ pub async fn check_session_owner(
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot look up a session");
-                return refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    -32002,
-                    "storage unavailable, retry",
-                );
+                return refusal(StatusCode::SERVICE_UNAVAILABLE, -32002, STORAGE_UNAVAILABLE);
             }
         }
     }

@@ -21,7 +21,6 @@ pub(super) struct Settings {
     pool: PoolOptions,
     quotas: Quotas,
     jwt: JwtOptions,
-    public_url: Option<String>,
     log: String,
     recheck_after: Duration,
 }
@@ -34,7 +33,6 @@ impl Settings {
             pool: PoolOptions::default(),
             quotas: Quotas::default(),
             jwt: JwtOptions::default(),
-            public_url: None,
             log: todo_mcp::DEFAULT_LOG_FILTER.to_string(),
             recheck_after: stdio::RECHECK_AFTER,
         };
@@ -60,10 +58,7 @@ impl Settings {
                 "TODO_MCP_JWT_ISSUER" => settings.jwt.issuer = Some(value.to_string()),
                 "TODO_MCP_JWKS_URL" => settings.jwt.jwks_url = Some(value.to_string()),
                 "TODO_MCP_JWT_AUDIENCE" => settings.jwt.audience = Some(value.to_string()),
-                "TODO_MCP_PUBLIC_URL" => {
-                    settings.public_url = Some(value.to_string());
-                    settings.jwt.public_url = Some(value.to_string());
-                }
+                "TODO_MCP_PUBLIC_URL" => settings.jwt.public_url = Some(value.to_string()),
                 "TODO_MCP_JWT_MAX_LIFETIME" => settings.jwt.max_lifetime = seconds(),
                 "TODO_MCP_JWKS_CACHE_TTL" => settings.jwt.jwks_cache_ttl = seconds(),
                 "TODO_MCP_JWKS_REFRESH_MIN_INTERVAL" => {
