@@ -153,6 +153,8 @@ pub struct Metrics {
     transaction_retries: Family<RetryLabels, Counter>,
     auth_refusals: Family<RefusalLabels, Counter>,
     notifications_sent: Family<NotificationLabels, Counter>,
+    failure_records_skipped: Counter,
+    connections_refused: Counter,
     /// `auth_refusals`' series, indexed by `Refusal as usize`.
     refusals_by_reason: [Counter; Refusal::ALL.len()],
     /// `notifications_sent`' series, indexed by `NotificationKind as usize`.
@@ -192,6 +194,8 @@ impl Metrics {
             transaction_retries: Family::default(),
             auth_refusals,
             notifications_sent,
+            failure_records_skipped: Counter::default(),
+            connections_refused: Counter::default(),
             refusals_by_reason,
             notifications_by_kind,
         }
@@ -247,6 +251,16 @@ impl Metrics {
         self.refusals_by_reason[reason as usize].inc();
     }
 
+    /// A failed call not recorded: its user's failures had used the hour's budget.
+    pub fn failure_record_skipped(&self) {
+        self.failure_records_skipped.inc();
+    }
+
+    /// A connection refused (503, closed) because the server held its most.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     /// A notification sent to a client (none are today: see [`NotificationKind`]).
     pub fn notification_sent(&self, kind: NotificationKind) {
         self.notifications_by_kind[kind as usize].inc();
@@ -288,6 +302,17 @@ impl Metrics {
             "notifications_sent",
             "Notifications sent to clients, by kind",
             self.notifications_sent.clone(),
+        );
+        registry.register(
+            "failure_records_skipped",
+            "Failed tool calls not recorded because their user's failures had had this \
+             hour's records (--max-failure-records-per-hour)",
+            self.failure_records_skipped.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "HTTP connections refused at accept because the server held --max-connections",
+            self.connections_refused.clone(),
         );
         if let Some(pool) = pool {
             register_pool(&mut registry, pool);

@@ -170,7 +170,16 @@ diesel::table! {
 
 diesel::joinable!(task_requests -> tasks (task_id));
 
+diesel::table! {
+    failure_budgets (user_id) {
+        user_id -> Text,
+        hour -> BigInt,
+        records -> Integer,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    failure_budgets,
     task_requests,
     agent_states,
     turns,

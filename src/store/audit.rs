@@ -2,6 +2,10 @@
 
 use super::conversations::{Message, insert_record};
 use super::{ErrorKind, StoreError, UserTx};
+use crate::db::sql::CachedDsl;
+use crate::on_backend;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -62,14 +66,17 @@ impl CallRecord<'_> {
     }
 }
 
-/// The most characters of one string a failure record keeps of the arguments.
-pub const REFUSED_STRING_CHARS: usize = 200;
+/// The most bytes of JSON a failure record keeps of the call's arguments.
+pub const REFUSED_ARGUMENTS_BYTES: usize = 1024;
+
+/// The most characters of one string (or key) a failure record keeps when the arguments
+/// were over [`REFUSED_ARGUMENTS_BYTES`].
+pub const REFUSED_STRING_CHARS: usize = 64;
 
 /// A failed call's arguments as its record keeps them. They were refused, so nothing
-/// bounded them: up to [`RESULT_RECORD_LIMIT`] they are kept as sent; beyond, each string
-/// is cut after [`REFUSED_STRING_CHARS`] characters (with `…`), and if the whole is still
-/// over the limit (many strings, or many keys) only its size is kept. A caller can then write no more into the audit log per
-/// failed call than a few KiB, whatever it sends.
+/// bounded them: up to [`REFUSED_ARGUMENTS_BYTES`] of JSON they are kept as sent; beyond,
+/// each string and key is cut after [`REFUSED_STRING_CHARS`] characters (with `…`), and if
+/// the whole is still over the limit only its size is kept: `{"omitted": true, "bytes": N}`.
 fn refused_arguments(arguments: &Value) -> Value {
     fn cut(value: &Value) -> Value {
         match value {
@@ -85,11 +92,11 @@ fn refused_arguments(arguments: &Value) -> Value {
         }
     }
     let size = serialized_size(arguments);
-    if size <= RESULT_RECORD_LIMIT {
+    if size <= REFUSED_ARGUMENTS_BYTES {
         return arguments.clone();
     }
     let kept = cut(arguments);
-    if serialized_size(&kept) <= RESULT_RECORD_LIMIT {
+    if serialized_size(&kept) <= REFUSED_ARGUMENTS_BYTES {
         kept
     } else {
         json!({ "omitted": true, "bytes": size })
@@ -125,6 +132,38 @@ pub async fn record(
     let mut tool_calls = call.into_json();
     replace_nul(&mut tool_calls);
     insert_record(tx, user, conversation, &content, &tool_calls).await
+}
+
+/// Counts a failure record against its user's budget for this hour
+/// (`--max-failure-records-per-hour`) and returns how many this hour has had, this one
+/// included. One upsert on the user's budget row: concurrent failures, on any replica,
+/// count one at a time, and never wait on the user's own row.
+pub async fn count_failure_record(tx: &mut UserTx) -> Result<i32, StoreError> {
+    let (tx, user) = tx.split();
+    let hour = chrono::Utc::now().timestamp().div_euclid(3600);
+    let count: i32 = on_backend!(tx, |conn| {
+        use diesel::dsl::case_when;
+        use diesel::upsert::excluded;
+        use schema::failure_budgets::dsl as b;
+        diesel::insert_into(b::failure_budgets)
+            .values((
+                b::user_id.eq(user.as_str()),
+                b::hour.eq(hour),
+                b::records.eq(1),
+            ))
+            .on_conflict(b::user_id)
+            .do_update()
+            .set((
+                b::records
+                    .eq(case_when(b::hour.eq(excluded(b::hour)), b::records + 1).otherwise(1)),
+                b::hour.eq(excluded(b::hour)),
+            ))
+            .returning(b::records)
+            .cached()
+            .get_result(conn)
+            .await?
+    });
+    Ok(count)
 }
 
 /// Refused input may carry NUL bytes, which PostgreSQL's text and jsonb cannot store; the
@@ -166,18 +205,32 @@ mod tests {
     fn refused_arguments_are_bounded() {
         let small = json!({ "task_id": "nope" });
         assert_eq!(refused_arguments(&small), small);
-        let long = json!({ "task_id": "A".repeat(3_000_000) });
+        // `{"title":""}` is 12 bytes; é is 2.
+        let at_limit = json!({ "title": "é".repeat((REFUSED_ARGUMENTS_BYTES - 12) / 2) });
+        assert_eq!(serialized_size(&at_limit), REFUSED_ARGUMENTS_BYTES);
+        assert_eq!(refused_arguments(&at_limit), at_limit);
+        let over =
+            json!({ "title": format!("{}x", "é".repeat((REFUSED_ARGUMENTS_BYTES - 12) / 2)) });
+        assert_eq!(
+            refused_arguments(&over),
+            json!({ "title": format!("{}…", "é".repeat(REFUSED_STRING_CHARS)) })
+        );
+        let long = json!({ "task_id": "A".repeat(3_000_000), "n": 1 });
         let kept = refused_arguments(&long);
         assert_eq!(
             kept["task_id"].as_str().map(|t| t.chars().count()),
             Some(REFUSED_STRING_CHARS + 1)
         );
-        let many: serde_json::Map<String, Value> = (0..10_000)
+        assert_eq!(kept["n"], 1);
+        let many: serde_json::Map<String, Value> = (0..100)
             .map(|i| (format!("k{i}"), json!("x".repeat(300))))
             .collect();
-        let kept = refused_arguments(&Value::Object(many));
-        assert_eq!(kept["omitted"], json!(true));
-        assert!(serialized_size(&kept) < 100);
+        let many = Value::Object(many);
+        let kept = refused_arguments(&many);
+        assert_eq!(
+            kept,
+            json!({ "omitted": true, "bytes": serialized_size(&many) })
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Call {
     pub user: UserId,
+    /// As the client named it, cut to [`TOOL_NAME_CHARS`] (a name the server does not
+    /// have is the caller's to choose, and is logged and recorded).
     pub tool: String,
     /// The arguments exactly as the client sent them (what the audit record keeps).
     pub arguments: Value,
@@ -31,6 +33,9 @@ pub struct Call {
     /// the tools layer reports them as metrics once the call is over).
     pub retries: Retries,
 }
+
+/// The most characters of a called tool's name kept (MCP names are at most 128).
+pub const TOOL_NAME_CHARS: usize = 128;
 
 /// Why a call's transaction ran again: the retryable [`DbError`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -197,11 +202,36 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(u64::from(attempt) * 10 + jitter)
 }
 
-/// Records a failed call, in a transaction of its own (the call's was rolled back).
-pub async fn record_failure(db: &Database, call: &Call, kind: ErrorKind, message: &str) {
-    let result: Result<(), StoreError> = async {
+/// What became of a failed call's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureRecord {
+    Stored,
+    /// Not stored: the user's failed calls had used this hour's budget. `this_hour`
+    /// counts them, this one included.
+    OverBudget {
+        this_hour: i32,
+    },
+    /// Not stored: the database refused or could not be reached (logged).
+    Lost,
+}
+
+/// Records a failed call, in a transaction of its own (the call's was rolled back), if
+/// its user's failed calls have not had `budget` records this hour already.
+pub async fn record_failure(
+    db: &Database,
+    call: &Call,
+    kind: ErrorKind,
+    message: &str,
+    budget: i32,
+) -> FailureRecord {
+    let result: Result<FailureRecord, StoreError> = async {
         let mut tx = UserTx::begin(db, &call.user).await?;
         let recorded = async {
+            let this_hour = audit::count_failure_record(&mut tx).await?;
+            if this_hour > budget {
+                // The count itself is kept (committed), so the hour's total stays exact.
+                return Ok(FailureRecord::OverBudget { this_hour });
+            }
             let destination = record_destination(&mut tx, call, false).await?;
             let record = CallRecord {
                 tool: &call.tool,
@@ -209,15 +239,17 @@ pub async fn record_failure(db: &Database, call: &Call, kind: ErrorKind, message
                 outcome: Outcome::Failure { kind, message },
                 duration: call.started.elapsed(),
             };
-            audit::record(&mut tx, destination, record).await
+            audit::record(&mut tx, destination, record).await?;
+            Ok(FailureRecord::Stored)
         }
         .await;
-        end(tx, recorded).await.map(drop)
+        end(tx, recorded).await
     }
     .await;
-    if let Err(error) = result {
+    result.unwrap_or_else(|error| {
         tracing::warn!(tool = %call.tool, user = %call.user, %error, "could not record a failed call");
-    }
+        FailureRecord::Lost
+    })
 }
 
 /// Where a call's record goes (see [`RecordIn`]).

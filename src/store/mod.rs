@@ -58,6 +58,9 @@ pub struct Quotas {
     pub state_bytes: usize,
     /// Versions of a conversation's agent state kept (the latest ones).
     pub state_versions: i32,
+    /// Failed calls recorded per user and clock hour; past it a failure is counted in the
+    /// metrics, not recorded. Successful calls are always recorded.
+    pub failure_records_per_hour: i32,
 }
 
 impl Default for Quotas {
@@ -68,6 +71,7 @@ impl Default for Quotas {
             message_bytes: 256 * 1024,
             state_bytes: 1024 * 1024,
             state_versions: 20,
+            failure_records_per_hour: 1_000,
         }
     }
 }

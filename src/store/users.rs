@@ -139,6 +139,8 @@ pub struct RemovedRows {
     pub turns: i64,
     pub api_tokens: i64,
     pub mcp_sessions: i64,
+    /// The count of their failed calls' records this hour (one row, or none).
+    pub failure_budgets: i64,
 }
 
 /// Erases `user`: every row of theirs, tokens and sessions included, in one transaction
@@ -181,6 +183,7 @@ async fn delete_in(tx: &mut UserTx, dry_run: bool) -> Result<RemovedRows, StoreE
         turns: count!(turns),
         api_tokens: count!(api_tokens),
         mcp_sessions: count!(mcp_sessions),
+        failure_budgets: count!(failure_budgets),
     };
     let deleted = on_backend!(tx, |conn| {
         use schema::users::dsl as u;

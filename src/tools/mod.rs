@@ -390,7 +390,7 @@ impl ServerHandler for TodoServer {
         let tool_metrics = rule.map_or(&self.unknown_tool, |rule| &rule.metrics);
         let call = Arc::new(Call {
             user: caller.user,
-            tool: request.name.to_string(),
+            tool: shorten(&request.name, calls::TOOL_NAME_CHARS),
             arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
             started: Instant::now(),
             records_in: rule.map_or(RecordIn::ActivityLog, |rule| rule.records_in),
@@ -443,18 +443,37 @@ impl ServerHandler for TodoServer {
                     // and record in the background, once a connection can be had.
                     let server = self.clone();
                     let call = call.clone();
-                    tokio::spawn(async move {
-                        calls::record_failure(&server.db, &call, failure.kind, &failure.message)
-                            .await
-                    });
+                    tokio::spawn(async move { server.record_failure(&call, &failure).await });
                 } else {
-                    calls::record_failure(&self.db, &call, failure.kind, &failure.message).await;
+                    self.record_failure(&call, &failure).await;
                 }
             }
         }
         // After the failure's record: the client waited for it too.
         tool_metrics.record(outcome, call.started.elapsed(), &call.retries);
         response
+    }
+}
+
+impl TodoServer {
+    /// Records a failed call, within its user's hourly budget of failure records; past
+    /// it, the failure is counted in the metrics instead (and logged once an hour a user).
+    async fn record_failure(&self, call: &Call, failure: &ToolError) {
+        let budget = self.quotas.failure_records_per_hour;
+        let recorded =
+            calls::record_failure(&self.db, call, failure.kind, &failure.message, budget).await;
+        if let calls::FailureRecord::OverBudget { this_hour } = recorded {
+            metrics::global().failure_record_skipped();
+            if this_hour == budget.saturating_add(1) {
+                tracing::warn!(
+                    user = %call.user,
+                    budget,
+                    "this user's failed calls have had this hour's records \
+                     (--max-failure-records-per-hour): further failures this hour are counted \
+                     in todo_mcp_failure_records_skipped_total, not recorded"
+                );
+            }
+        }
     }
 }
 

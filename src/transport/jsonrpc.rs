@@ -62,12 +62,14 @@ fn message_shape(value: &Value) -> Result<(), &'static str> {
     if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err("invalid request: `jsonrpc` must be \"2.0\"");
     }
+    // rmcp keeps a numeric id as an i64: a larger one would otherwise be refused with a
+    // plain-text error, not a JSON-RPC one.
     let id_ok = match message.get("id") {
         None => true,
-        Some(id) => id.is_string() || id.is_i64() || id.is_u64(),
+        Some(id) => id.is_string() || id.is_i64(),
     };
     if !id_ok {
-        return Err("invalid request: `id` must be a string or an integer");
+        return Err("invalid request: `id` must be a string or an integer from -2^63 to 2^63-1");
     }
     match message.get("method") {
         Some(Value::String(_)) => match message.get("params") {

@@ -767,7 +767,147 @@ async fn every_tools_sample_call_is_recorded(db: TestDb) {
     client.close().await;
 }
 
+/// Finding 2 of the security review: any token, a read-only one included, could grow the
+/// database without bound through the records of calls it knew would be refused (15 KB of
+/// junk each, 17.5 KB of records a call). Now a failure record keeps at most 1,024 bytes of
+/// arguments (strings cut to 64 characters beyond that) and a tool name to 128 characters,
+/// and a user's failures have a budget of records an hour: past it they are answered and
+/// counted in the metrics, logged once, not stored. Successful calls are always recorded.
+async fn refused_calls_leave_bounded_records_within_an_hourly_budget(db: TestDb) {
+    use support::jsonrpc::{Reply, mcp_request, tool_call};
+    const BUDGET: usize = 5;
+    const REFUSED: usize = 30;
+    const METRICS_TOKEN: &str = "metrics-token-for-the-budget-test-0123456789";
+    let read_only = support::cli::create_token_with(db.url(), "mallory", &["--scope", "read"]);
+    let server = support::start_http(
+        db.url(),
+        &["--max-failure-records-per-hour", &BUDGET.to_string()],
+        &[("TODO_MCP_METRICS_TOKEN", METRICS_TOKEN)],
+    )
+    .await;
+    let skipped = || async {
+        let reply = Reply::read(
+            support::jsonrpc::client()
+                .get(format!("{}/metrics", server.base_url()))
+                .bearer_auth(METRICS_TOKEN)
+                .send()
+                .await
+                .expect("GET /metrics"),
+        )
+        .await;
+        reply
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix("todo_mcp_failure_records_skipped_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no failure_records_skipped in\n{}", reply.body))
+    };
+    assert_eq!(skipped().await, 0.0);
+    let junk = "J".repeat(15_000);
+    let long_name = format!("tool_{}", "n".repeat(15_000));
+    // Refused by the tools, so recorded or counted (a write the token may not make is
+    // refused over HTTP with a 403 before any tool runs, and leaves no record).
+    let mut failed_calls = 0;
+    for i in 0..REFUSED {
+        // A write the token may not make, a tool that does not exist, bad arguments.
+        let (tool, arguments) = match i % 3 {
+            0 => ("add_task", json!({ "title": junk, "notes": junk })),
+            1 => (long_name.as_str(), json!({ "junk": junk })),
+            _ => ("get_task", json!({ "task_id": junk })),
+        };
+        let id = i64::try_from(i).unwrap();
+        let reply = Reply::read(
+            mcp_request(&server.mcp_url(), Some(&read_only))
+                .body(tool_call(id, tool, arguments).to_string())
+                .send()
+                .await
+                .expect("POST /mcp"),
+        )
+        .await;
+        assert!(
+            reply.status == reqwest::StatusCode::FORBIDDEN
+                || reply.body.contains("\"isError\":true")
+                || reply.body.contains("\"error\":{"),
+            "call {i} ({}) should be refused: {} {}",
+            &tool[..tool.len().min(20)],
+            reply.status,
+            reply.body.chars().take(300).collect::<String>()
+        );
+        if reply.status != reqwest::StatusCode::FORBIDDEN {
+            failed_calls += 1;
+        }
+    }
+    assert!(
+        failed_calls >= 2 * BUDGET,
+        "{failed_calls} calls failed in a tool"
+    );
+    let records = support::sql::texts(
+        &db,
+        "SELECT tool_calls AS j FROM messages WHERE user_id = 'mallory' ORDER BY created_at",
+    )
+    .await;
+    assert_eq!(
+        records.len(),
+        BUDGET,
+        "{failed_calls} failed calls with a budget of {BUDGET} records an hour"
+    );
+    for record in &records {
+        assert!(
+            record.len() < 2 * 1024,
+            "a failure record of {} bytes: {}",
+            record.len(),
+            record.chars().take(300).collect::<String>()
+        );
+        let record: Value = serde_json::from_str(record).expect("tool_calls is JSON");
+        let arguments = serde_json::to_string(&record["arguments"]).unwrap();
+        assert!(arguments.len() <= 1024, "kept arguments: {arguments}");
+        assert!(
+            record["tool"].as_str().unwrap().chars().count() <= 129,
+            "{record}"
+        );
+        assert_eq!(record["ok"], false, "{record}");
+    }
+    assert_eq!(skipped().await, (failed_calls - BUDGET) as f64);
+    let warnings = server
+        .stderr()
+        .matches("further failures this hour are counted")
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "logged once per user and hour\n{}",
+        server.stderr()
+    );
+
+    // Past the budget a successful call is still recorded.
+    let reply = Reply::read(
+        mcp_request(&server.mcp_url(), Some(&read_only))
+            .body(tool_call(99, "list_tasks", json!({})).to_string())
+            .send()
+            .await
+            .expect("POST /mcp"),
+    )
+    .await;
+    assert!(
+        reply.body.contains("\"isError\":false") || !reply.body.contains("isError"),
+        "{}",
+        reply.body
+    );
+    let records = support::sql::texts(
+        &db,
+        "SELECT tool_calls AS j FROM messages WHERE user_id = 'mallory' ORDER BY created_at",
+    )
+    .await;
+    assert_eq!(records.len(), BUDGET + 1);
+    let last: Value = serde_json::from_str(&records[BUDGET]).unwrap();
+    assert_eq!(
+        (last["tool"].as_str(), last["ok"].as_bool()),
+        (Some("list_tasks"), Some(true))
+    );
+}
+
 both_backends!(
+    refused_calls_leave_bounded_records_within_an_hourly_budget,
     every_tools_sample_call_is_recorded,
     every_call_is_recorded_where_and_as_it_happened,
     reading_a_history_twice_returns_the_same,

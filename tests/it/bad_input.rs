@@ -562,24 +562,38 @@ async fn rejected_updates_change_nothing(db: TestDb) {
 }
 
 /// What a failure record keeps of refused arguments (README, "The audit trail"): all of
-/// them up to 16 KiB of JSON; beyond, each string cut after 200 characters, with `…`.
+/// them up to 1,024 bytes of JSON; beyond, each string and key cut after 64 characters,
+/// with `…`; if that is still over 1,024 bytes, only `{omitted: true, bytes}`.
 fn refused_arguments_as_recorded(arguments: Value) -> Value {
+    fn cut_text(text: String) -> String {
+        if text.chars().count() > 64 {
+            format!("{}…", text.chars().take(64).collect::<String>())
+        } else {
+            text
+        }
+    }
     fn cut(value: Value) -> Value {
         match value {
-            Value::String(text) if text.chars().count() > 200 => {
-                Value::String(format!("{}…", text.chars().take(200).collect::<String>()))
-            }
+            Value::String(text) => Value::String(cut_text(text)),
             Value::Array(items) => Value::Array(items.into_iter().map(cut).collect()),
-            Value::Object(fields) => {
-                Value::Object(fields.into_iter().map(|(k, v)| (k, cut(v))).collect())
-            }
+            Value::Object(fields) => Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (cut_text(k), cut(v)))
+                    .collect(),
+            ),
             other => other,
         }
     }
-    if arguments.to_string().len() <= 16 * 1024 {
-        arguments
+    let bytes = arguments.to_string().len();
+    if bytes <= 1024 {
+        return arguments;
+    }
+    let kept = cut(arguments);
+    if kept.to_string().len() <= 1024 {
+        kept
     } else {
-        cut(arguments)
+        json!({ "omitted": true, "bytes": bytes })
     }
 }
 

@@ -392,6 +392,13 @@ fn catalogue(a: &Owner, b: &Owner, unknown: &str) -> Vec<Case> {
         message["id"] = Value::Null;
         message.to_string().into_bytes()
     });
+    // rmcp keeps numeric ids as i64; it refused larger ones in plain text.
+    c.refused("id is 2^64-1", 400, INVALID_REQUEST, |_| {
+        br#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"tools/list"}"#.to_vec()
+    });
+    c.refused("id is 2^63", 400, INVALID_REQUEST, |_| {
+        br#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#.to_vec()
+    });
     c.refused("method is a number", 400, INVALID_REQUEST, |id| {
         json!({"jsonrpc": "2.0", "id": id, "method": 5})
             .to_string()
@@ -1437,7 +1444,8 @@ impl Transport for HttpRaw {
 // The database
 // ---------------------------------------------------------------------------------------------
 
-/// Everything a tool can write, except the calls' records (`tool` messages).
+/// Everything a tool can write, except the calls' records (`tool` messages) and their
+/// count (`failure_budgets`).
 const TABLES: [(&str, &str); 10] = [
     ("users", "SELECT * FROM users ORDER BY id"),
     ("api_tokens", "SELECT * FROM api_tokens ORDER BY id"),

@@ -582,6 +582,199 @@ async fn message_requires_a_json_content_type() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Connections: capped, slow and idle ones closed
+// ---------------------------------------------------------------------------------------------
+
+/// What the server's listening line says it holds at most.
+fn max_connections(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|line| line.contains("serving MCP over HTTP"))
+        .find_map(|line| {
+            let start = line.find("max_connections=")? + "max_connections=".len();
+            line[start..].split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("the listening line names no max_connections\n{stderr}"))
+}
+
+/// `GET /healthz` on an open connection (keep-alive): its status line, within `within`.
+async fn healthz_on(
+    connection: &mut tokio::net::TcpStream,
+    addr: SocketAddr,
+    within: Duration,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let exchange = async {
+        connection.write_all(request.as_bytes()).await?;
+        let mut buffer = vec![0; 4096];
+        let read = connection.read(&mut buffer).await?;
+        let text = String::from_utf8_lossy(&buffer[..read]).into_owned();
+        Ok::<_, std::io::Error>(text.lines().next().unwrap_or("").to_owned())
+    };
+    match tokio::time::timeout(within, exchange).await {
+        Ok(Ok(line)) if !line.is_empty() => Ok(line),
+        Ok(Ok(_)) => Err("closed without an answer".into()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {within:?}")),
+    }
+}
+
+/// What the server did with a connection it has not answered: `Some` once it closed or
+/// answered it (with the first line it sent, if any), `None` while it is still open.
+async fn closed_by_server(
+    connection: &mut tokio::net::TcpStream,
+    wait: Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0; 512];
+    match tokio::time::timeout(wait, connection.read(&mut buffer)).await {
+        Err(_) => None,
+        Ok(Ok(read)) => Some(
+            String::from_utf8_lossy(&buffer[..read])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        Ok(Err(error)) => Some(error.to_string()),
+    }
+}
+
+/// Finding 1 of the security review: clients that never finish their headers, or never
+/// send a request, used to hold their connections forever, and with a low open-file limit
+/// a few hundred of them made the server fail to accept (`Too many open files`) and
+/// `/healthz` time out. Now the server fits its cap to the limit, refuses past it with a
+/// quick 503 while established connections keep working, closes slow clients after the
+/// header-read timeout and idle ones after the keep-alive timeout, and never cuts an open
+/// SSE stream for being quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_cannot_exhaust_connections() {
+    const OPEN_FILES: u32 = 256;
+    const HEADER_READ: Duration = Duration::from_secs(2);
+    const KEEP_ALIVE: Duration = Duration::from_secs(3);
+    const QUICK: Duration = Duration::from_secs(1);
+    let db = PgTestDb::new().await;
+    let server = support::start_http_with_open_files(
+        OPEN_FILES,
+        db.url(),
+        &[
+            "--no-auth",
+            "--header-read-timeout",
+            "2",
+            "--keep-alive-timeout",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    let addr = server.addr();
+    let cap = max_connections(&server.stderr());
+    assert!(
+        cap < OPEN_FILES as usize - 50,
+        "the cap ({cap}) must leave room under the open-file limit ({OPEN_FILES})"
+    );
+    assert!(
+        server
+            .stderr()
+            .contains("more than the open-file limit allows"),
+        "lowering the cap should be logged\n{}",
+        server.stderr()
+    );
+
+    // A quiet SSE stream (a request under way) and a keep-alive connection, opened first.
+    let mut stream = EventStream::open(&server, None).await;
+    let mut keep = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(
+        healthz_on(&mut keep, addr, QUICK).await.as_deref(),
+        Ok("HTTP/1.1 200 OK")
+    );
+
+    // More half-sent requests than the cap: the last ones are refused at once.
+    let mut slow = Vec::new();
+    for _ in 0..cap + 40 {
+        use tokio::io::AsyncWriteExt;
+        let mut connection = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        connection
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1")
+            .await
+            .expect("write half a request");
+        slow.push(connection);
+    }
+    let flooded = Instant::now();
+    // Refusals are sent at accept: a moment later each refused connection has its answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = slow
+        .iter()
+        .filter(|connection| {
+            !matches!(connection.try_read(&mut [0; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert!(
+        refused >= 40,
+        "{refused} of {} connections past a cap of {cap} were refused",
+        cap + 40
+    );
+    assert_eq!(
+        healthz_on(&mut keep, addr, QUICK).await.as_deref(),
+        Ok("HTTP/1.1 200 OK"),
+        "an established connection keeps working at the cap"
+    );
+    let keep_used = Instant::now();
+    let mut late = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let answer = healthz_on(&mut late, addr, QUICK).await;
+    assert!(
+        answer
+            .as_ref()
+            .is_ok_and(|line| line.starts_with("HTTP/1.1 503"))
+            || answer.as_ref().is_err_and(|e| !e.starts_with("no answer")),
+        "a new connection at the cap must be refused at once, not left waiting: {answer:?}"
+    );
+
+    // Past the header-read timeout every slow client has been closed, and /healthz answers
+    // a new connection.
+    let mut still_open = 0;
+    for connection in &mut slow {
+        let wait = (flooded + HEADER_READ + QUICK).saturating_duration_since(Instant::now());
+        if closed_by_server(connection, wait).await.is_none() {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open, 0,
+        "connections with unfinished headers outlived the header-read timeout"
+    );
+    drop(slow);
+    let mut fresh = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(
+        healthz_on(&mut fresh, addr, QUICK).await.as_deref(),
+        Ok("HTTP/1.1 200 OK")
+    );
+
+    // Idle past the keep-alive timeout, the keep-alive connection is closed; the SSE
+    // stream, quiet as long, still carries a call.
+    let wait = (keep_used + KEEP_ALIVE + QUICK).saturating_duration_since(Instant::now());
+    assert!(
+        closed_by_server(&mut keep, wait).await.is_some(),
+        "an idle connection outlived the keep-alive timeout"
+    );
+    assert!(
+        keep_used.elapsed() + Duration::from_millis(100) >= KEEP_ALIVE,
+        "an idle connection was closed before the keep-alive timeout ({:?})",
+        keep_used.elapsed()
+    );
+    stream
+        .initialize_and_add(&server, None, "after a quiet stream")
+        .await;
+    assert_eq!(task_count(&db).await, 1);
+    let stderr = server.stderr();
+    assert!(
+        !stderr.contains("Too many open files"),
+        "the server ran out of file descriptors\n{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // --no-auth
 // ---------------------------------------------------------------------------------------------
 

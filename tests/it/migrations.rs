@@ -96,6 +96,7 @@ async fn up_down_up(backend: Backend) {
                 "agent_states",
                 "api_tokens",
                 "conversations",
+                "failure_budgets",
                 "mcp_sessions",
                 "messages",
                 "server_secrets",

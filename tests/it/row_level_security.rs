@@ -17,9 +17,10 @@ use tokio_postgres::Client;
 const APP_ROLE: &str = "todo_mcp_rls_app";
 
 /// Tables holding user rows, which must all be policed (`user_id` column, RLS forced).
-const USER_TABLES: [&str; 7] = [
+const USER_TABLES: [&str; 8] = [
     "agent_states",
     "conversations",
+    "failure_budgets",
     "messages",
     "task_labels",
     "task_requests",
@@ -128,6 +129,10 @@ async fn populate(client: &McpClient, who: &str) -> String {
         .await;
     client
         .call_ok("complete_task", json!({ "task_id": first["task"]["id"] }))
+        .await;
+    // A failure, recorded and counted against the hour's budget (`failure_budgets`).
+    client
+        .call_err("complete_task", json!({ "task_id": "not a task" }))
         .await;
     conversation
 }

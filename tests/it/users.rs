@@ -137,6 +137,7 @@ async fn deleting_a_user_removes_every_row_of_theirs_and_nothing_else(db: TestDb
         ("turns", "turns"),
         ("api_tokens", "api_tokens"),
         ("mcp_sessions", "mcp_sessions"),
+        ("failure_budgets", "failure_budgets"),
     ] {
         assert_eq!(
             removed[field],

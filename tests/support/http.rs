@@ -33,6 +33,33 @@ pub async fn start_http_on(
 ) -> HttpServer {
     let mut command = tokio::process::Command::new(cli::bin_path());
     command.args(["http", "--listen", listen]).args(args);
+    start(command, db_url, args, env).await
+}
+
+/// [`start_http`] under an open-file limit of `open_files`, soft and hard (so the server
+/// cannot raise it), as a small container or a careless unit file would leave it.
+pub async fn start_http_with_open_files(
+    open_files: u32,
+    db_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> HttpServer {
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(cli::bin_path())
+        .args(["http", "--listen", "127.0.0.1:0"])
+        .args(args);
+    start(command, db_url, args, env).await
+}
+
+async fn start(
+    mut command: tokio::process::Command,
+    db_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> HttpServer {
     cli::scrub_env(&mut command);
     command.env("DATABASE_URL", db_url);
     for (key, value) in env {

@@ -43,7 +43,7 @@ pub mod sql;
 pub mod sqlite;
 
 pub use cli::{assert_success, bin_path, create_token, todo_mcp, todo_mcp_with_timeout};
-pub use http::{HttpServer, start_http, start_http_on};
+pub use http::{HttpServer, start_http, start_http_on, start_http_with_open_files};
 pub use mcp::{
     McpClient, connect_in_process, connect_stdio, expect_stdio_exit, spawn_stdio_raw, stdio_command,
 };

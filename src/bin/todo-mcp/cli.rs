@@ -6,6 +6,7 @@ use todo_mcp::auth::JwtOptions;
 use todo_mcp::store::Quotas;
 use todo_mcp::store::quote;
 use todo_mcp::store::scopes::TodoScope;
+use todo_mcp::transport::http::ConnectionLimits;
 
 /// Durable tasks and conversation history for AI agents, over MCP.
 ///
@@ -106,6 +107,8 @@ pub enum Command {
         )]
         session_idle_timeout: f64,
         #[command(flatten)]
+        connections: ConnectionArgs,
+        #[command(flatten)]
         metrics: MetricsArgs,
         #[command(flatten)]
         server: ServerArgs,
@@ -155,6 +158,45 @@ pub enum Command {
         #[arg(long)]
         tools_table: bool,
     },
+}
+
+/// How many connections `http` holds and how long: each is a file descriptor, and a
+/// client that sends nothing must not keep one forever. A proxy in front should time out
+/// slow requests itself and close idle upstream connections sooner than the keep-alive
+/// timeout (so it never reuses one this server is closing).
+#[derive(Args)]
+#[command(next_help_heading = "Connections")]
+pub struct ConnectionArgs {
+    /// Seconds from a request's first byte to its last header line; a slower client's
+    /// connection is closed.
+    #[arg(
+        long,
+        env = "TODO_MCP_HEADER_READ_TIMEOUT",
+        default_value_t = ConnectionLimits::default().header_read_timeout.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub header_read_timeout: f64,
+
+    /// Seconds a connection may stay open with no request under way (an open SSE stream
+    /// is a request under way); then it is closed.
+    #[arg(
+        long,
+        env = "TODO_MCP_KEEP_ALIVE_TIMEOUT",
+        default_value_t = ConnectionLimits::default().keep_alive_timeout.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub keep_alive_timeout: f64,
+
+    /// Most connections open at once; past it a new connection gets 503 and is closed,
+    /// while open ones keep working. Lowered to what the open-file limit allows (the
+    /// server raises its soft limit to the hard one at start and logs both).
+    #[arg(
+        long,
+        env = "TODO_MCP_MAX_CONNECTIONS",
+        default_value_t = ConnectionLimits::default().max_connections,
+        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize)
+    )]
+    pub max_connections: usize,
 }
 
 /// Where `http` serves Prometheus metrics (`GET /metrics`): nowhere unless asked, since they
@@ -242,6 +284,13 @@ pub struct QuotaArgs {
     /// the oldest (get_agent_state of a deleted version says which are kept).
     #[arg(long, env = "TODO_MCP_MAX_STATE_VERSIONS", default_value_t = Quotas::default().state_versions, value_parser = clap::value_parser!(i32).range(1..))]
     pub max_state_versions: i32,
+
+    /// Quota: most failed calls recorded per user and clock hour. Past it, failures are still
+    /// answered and counted (todo_mcp_failure_records_skipped_total) but not recorded, so
+    /// refused calls cannot grow the database without bound. Successful calls are always
+    /// recorded.
+    #[arg(long, env = "TODO_MCP_MAX_FAILURE_RECORDS_PER_HOUR", default_value_t = Quotas::default().failure_records_per_hour, value_parser = clap::value_parser!(i32).range(0..))]
+    pub max_failure_records_per_hour: i32,
 }
 
 impl QuotaArgs {
@@ -252,6 +301,7 @@ impl QuotaArgs {
             message_bytes: self.max_message_bytes.max(1),
             state_bytes: self.max_state_bytes.max(2),
             state_versions: self.max_state_versions,
+            failure_records_per_hour: self.max_failure_records_per_hour,
         }
     }
 }

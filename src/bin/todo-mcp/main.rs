@@ -5,14 +5,14 @@ mod cli;
 
 use anyhow::bail;
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, JwtArgs, MigrateAction, PoolArgs};
+use cli::{Cli, Command, ConnectionArgs, JwtArgs, MigrateAction, PoolArgs};
 use std::process::ExitCode;
 use todo_mcp::auth::{Authenticator, JwtOptions};
 use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
 use todo_mcp::store::UserId;
 use todo_mcp::store::users;
 use todo_mcp::transport::http::{
-    AuthMode, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
+    AuthMode, ConnectionLimits, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
 };
 
 fn main() -> ExitCode {
@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_migrate,
             sessions,
             session_idle_timeout,
+            connections,
             metrics,
             server,
         } => {
@@ -144,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(async move { warming.warm_up().await });
                 AuthMode::Tokens(authenticator)
             };
+            let connections = connection_limits(&connections, server.pool.pool_size)?;
             let options = HttpOptions {
                 listen,
                 auth,
@@ -152,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sessions,
                 quotas: server.quotas.quotas(),
                 metrics,
+                connections,
             };
             todo_mcp::transport::http::serve(db, options).await
         }
@@ -244,6 +247,22 @@ async fn prepare(
         }
     }
     Ok(Database::connect(url, options).await?)
+}
+
+/// The connection limits asked for, within what the open-file limit (raised first) allows
+/// besides the database pool's connections and the process's other files.
+fn connection_limits(args: &ConnectionArgs, pool_size: u32) -> anyhow::Result<ConnectionLimits> {
+    let limits = ConnectionLimits {
+        header_read_timeout: seconds("--header-read-timeout", args.header_read_timeout)?,
+        keep_alive_timeout: seconds("--keep-alive-timeout", args.keep_alive_timeout)?,
+        max_connections: args.max_connections,
+    };
+    // A SQLite connection holds up to three files (database, WAL, shared memory).
+    let reserved = 64 + 3 * u64::from(pool_size);
+    Ok(match todo_mcp::transport::http::raise_open_file_limit() {
+        Some(open_files) => limits.within_open_files(open_files, reserved),
+        None => limits,
+    })
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {

@@ -4,6 +4,8 @@
 
 use crate::db::DbError;
 use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -46,7 +48,7 @@ fn client_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig, DbErro
         Some(path) => {
             let pem = std::fs::read(path)
                 .map_err(|e| DbError::InvalidUrl(format!("cannot read sslrootcert {path}: {e}")))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| {
                     DbError::InvalidUrl(format!("sslrootcert {path} is not PEM: {e}"))
                 })?;

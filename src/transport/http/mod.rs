@@ -8,6 +8,7 @@
 //! request acts for.
 
 mod auth;
+mod connections;
 mod guard;
 mod legacy_sse;
 mod metrics;
@@ -26,7 +27,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthMode, ProtectedResource};
+pub use connections::{ConnectionLimits, raise_open_file_limit};
 pub use metrics::{MetricsOptions, MetricsToken};
 
 /// Requests larger than this are refused (413) before they are read whole. A message's
@@ -67,6 +68,8 @@ pub struct HttpOptions {
     pub quotas: Quotas,
     /// Whether, where and to whom `/metrics` is served (by default, nowhere).
     pub metrics: MetricsOptions,
+    /// How many connections are held at once, and how long a slow or idle one is kept.
+    pub connections: ConnectionLimits,
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -107,6 +110,7 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
             address,
             db,
             options.metrics.token.clone(),
+            options.connections,
             accepting.clone(),
         )
         .await?;
@@ -114,31 +118,23 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
+    let limits = options.connections;
     tracing::info!(
         address = %listener.local_addr()?,
         auth = %options.auth.describe(),
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs_f64(),
+        keep_alive_timeout_s = limits.keep_alive_timeout.as_secs_f64(),
         "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE), /ui (web page)"
     );
-    // Answers are small writes (SSE frames); with Nagle's algorithm on, each can wait
-    // ~40 ms for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
     tokio::spawn(drain_on_signal(
         accepting.clone(),
         streams.clone(),
         in_flight,
     ));
-    let stop_accepting = accepting.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let server = connections::serve(listener, app, limits, accepting.clone());
     tokio::select! {
-        result = server => result?,
+        () = server => {},
         () = async {
             accepting.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -148,6 +144,9 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// At most this many connections to the metrics listener: a scraper or two.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// Serves `/metrics` alone on `address` until `accepting` is cancelled. No Host guard there:
 /// Prometheus names its targets by IP address, and this listener is for a private network
 /// (or behind the metrics token), serving nothing a rebinding page could use to act.
@@ -155,6 +154,7 @@ async fn serve_metrics(
     address: SocketAddr,
     db: Database,
     token: Option<Arc<MetricsToken>>,
+    limits: ConnectionLimits,
     accepting: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
@@ -170,14 +170,11 @@ async fn serve_metrics(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { accepting.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the metrics listener failed");
-        }
-    });
+    let limits = ConnectionLimits {
+        max_connections: limits.max_connections.min(METRICS_CONNECTIONS),
+        ..limits
+    };
+    tokio::spawn(connections::serve(listener, app, limits, accepting));
     Ok(())
 }
 
