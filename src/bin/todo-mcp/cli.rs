@@ -194,6 +194,7 @@ pub struct ConnectionArgs {
         long,
         env = "TODO_MCP_MAX_CONNECTIONS",
         default_value_t = ConnectionLimits::default().max_connections,
+        value_name = "N",
         value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize)
     )]
     pub max_connections: usize,
