@@ -10,11 +10,13 @@
 
 pub mod baseline;
 pub mod binaries;
+pub mod capture;
 pub mod client;
 pub mod database;
 pub mod entry;
 pub mod load;
 pub mod options;
+pub mod replay;
 pub mod report;
 pub mod results;
 pub mod run_info;

@@ -4,19 +4,22 @@
 //! clients (each its own user and bearer token) over stdio, Streamable HTTP or legacy SSE,
 //! and reports calls/s, latency percentiles per tool, errors, the server's peak RSS and
 //! where the CPU went. At the end it checks against the database that every acknowledged
-//! write is there exactly once, and with --baseline runs pgbench with the same SQL at the
-//! same concurrency on the same database. Exits 0 only if there were no errors and no
-//! lost or doubled writes.
+//! write is there exactly once, and with --baseline has pgbench replay the statements the
+//! server ran ([`crate::capture`], [`crate::replay`]) at the same concurrency on the same
+//! database. Exits 0 only if there were no errors and no lost or doubled writes.
 
+use crate::capture::CaptureProxy;
 use crate::database::{BenchDatabase, USER_PREFIX};
 use crate::options::{Bound, Mix, Options, Transport};
 use crate::report::{Baseline, Header, Memory, Report};
 use crate::run_info::RunInfo;
-use crate::runner::{RunSettings, Target};
+use crate::runner::RunSettings;
+use crate::runner::Target;
 use crate::server::{HttpServer, ServerBinary};
 use crate::{baseline, binaries, entry, runner, server, system, verify};
 use anyhow::Context;
 use clap::Parser;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,15 +45,7 @@ async fn run(options: Options) -> anyhow::Result<bool> {
             options.clients, options.clients
         );
     }
-    let load_before = system::load_average();
-    let log_dir = prepare_log_dir(&options)?;
-    let database = BenchDatabase::create(options.backend, &options.admin_url).await?;
-    eprintln!("load: using {}", database.describe());
-    let report = measure(&options, &database, &log_dir, load_before).await;
-    let removed = database.remove(options.keep_db).await;
-    let report = report?;
-    removed?;
-
+    let report = report(&options).await?;
     print!("{}", report.text());
     if options.save {
         let results_dir = options
@@ -62,6 +57,20 @@ async fn run(options: Options) -> anyhow::Result<bool> {
     }
     println!("{}", report.json());
     Ok(report.passed())
+}
+
+/// Runs the bench on a database of its own (removed after, unless --keep-db) and returns
+/// what it measured.
+pub async fn report(options: &Options) -> anyhow::Result<Report> {
+    let load_before = system::load_average();
+    let log_dir = prepare_log_dir(options)?;
+    let database = BenchDatabase::create(options.backend, &options.admin_url).await?;
+    eprintln!("load: using {}", database.describe());
+    let report = measure(options, &database, &log_dir, load_before).await;
+    let removed = database.remove(options.keep_db).await;
+    let report = report?;
+    removed?;
+    Ok(report)
 }
 
 /// A directory for this configuration's server logs and pgbench scripts (replacing the
@@ -102,6 +111,7 @@ async fn measure(
         .collect();
     eprintln!("load: issuing {} tokens", users.len());
     let tokens = server.create_tokens(&users).await?;
+    let credentials: Vec<(String, String)> = users.iter().cloned().zip(tokens.clone()).collect();
 
     let http = match options.transport {
         Transport::Stdio => None,
@@ -145,12 +155,30 @@ async fn measure(
         - chrono::Duration::from_std(outcome.measure_from.elapsed()).unwrap_or_default();
     let memory = peak_memory(&server_pids);
 
-    let mut ledgers = Vec::with_capacity(outcome.sessions.len());
-    for session in outcome.sessions {
-        ledgers.push(session.script.ledger);
+    let refused = no_replay(options, database);
+    let mut sessions = outcome.sessions;
+    if refused.is_none() {
+        align_to_cycles(&mut sessions).await?;
+    }
+    let mut scripts = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        scripts.push(session.script);
         session.client.close().await;
     }
     let server_log = stop_server(http, &server).await?;
+    let replay = match refused {
+        None => Ok(capture_replay(
+            options,
+            database,
+            &server,
+            log_dir,
+            &mut scripts,
+            &credentials,
+        )
+        .await?),
+        Some(reason) => Err(reason),
+    };
+    let ledgers: Vec<_> = scripts.into_iter().map(|script| script.ledger).collect();
     let server_tool_time = server::logged_tool_durations(&server_log, measured_since)
         .summarize()
         .1;
@@ -160,7 +188,7 @@ async fn measure(
     let verification = verify::verify(&inspector, ledgers.iter()).await?;
     let database_version = inspector.server_version().await?;
 
-    let baseline = run_baseline(options, database, log_dir, outcome.window).await?;
+    let baseline = run_baseline(options, database, log_dir, outcome.window, replay).await?;
     let (latency, per_tool) = outcome.samples.summarize();
     Ok(Report {
         header: Header {
@@ -229,26 +257,134 @@ async fn stop_server(http: Option<HttpServer>, server: &ServerBinary) -> anyhow:
     Ok(logs)
 }
 
+/// Why this run does not replay its statements with pgbench, if it does not.
+fn no_replay(options: &Options, database: &BenchDatabase) -> Option<Baseline> {
+    if !options.baseline {
+        return Some(Baseline::NotRequested);
+    }
+    if database.pg_name().is_none() {
+        return Some(Baseline::NotApplicable(
+            "pgbench needs PostgreSQL; this run used SQLite".into(),
+        ));
+    }
+    if options.mix == Mix::Floor {
+        return Some(Baseline::NotApplicable(
+            "the floor touches no database".into(),
+        ));
+    }
+    None
+}
+
+/// Brings every client to the start of a workload cycle (through the measured server,
+/// after the measured phase), so that a captured cycle is whole: the agent's task is added
+/// and completed within it.
+async fn align_to_cycles(sessions: &mut [runner::Session]) -> anyhow::Result<()> {
+    futures_util::future::try_join_all(sessions.iter_mut().map(|session| async move {
+        while !session.script.at_cycle_start() {
+            session.script.step(&mut session.client).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    }))
+    .await
+    .context("bringing the clients to the start of a cycle")?;
+    Ok(())
+}
+
+/// Runs one workload cycle per client through a second server whose database connection
+/// passes through the capture proxy, and builds pgbench's replay of what it sent.
+async fn capture_replay(
+    options: &Options,
+    database: &BenchDatabase,
+    server: &ServerBinary,
+    log_dir: &Path,
+    scripts: &mut [crate::workload::ClientScript],
+    credentials: &[(String, String)],
+) -> anyhow::Result<baseline::Replay> {
+    let url = database.url();
+    let parsed: tokio_postgres::Config = url.parse().context("parsing the database URL")?;
+    let host = match parsed.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => anyhow::bail!("the capture proxy needs PostgreSQL over TCP"),
+    };
+    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    let proxy = CaptureProxy::start(format!("{host}:{port}")).await?;
+    let capture_server = server.with_database(proxy.url_through(&url)?, log_dir.join("capture"))?;
+    let http = match options.transport {
+        Transport::Stdio => None,
+        Transport::Http | Transport::Sse => Some(capture_server.start_http().await?),
+    };
+    let target = match &http {
+        Some(http) => Target::Http(http.base_url()),
+        None => Target::Stdio(&capture_server),
+    };
+    let mut clients = Vec::with_capacity(credentials.len());
+    for (index, (_, token)) in credentials.iter().enumerate() {
+        clients.push(runner::connect(options.transport, &target, index, token.clone()).await?);
+    }
+    proxy.start_recording();
+    let cycle = scripts.first().map_or(1, |s| s.cycle_calls());
+    futures_util::future::try_join_all(scripts.iter_mut().zip(clients.iter_mut()).map(
+        |(script, client)| async move {
+            for _ in 0..script.cycle_calls() {
+                script.step(client).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        },
+    ))
+    .await
+    .context("the capture cycle")?;
+    for client in clients {
+        client.close().await;
+    }
+    if let Some(http) = http {
+        http.stop().await?;
+    }
+    let captured = proxy.finish()?;
+    let users: Vec<(String, Vec<u8>)> = credentials
+        .iter()
+        .map(|(user, token)| (user.clone(), Sha256::digest(token.as_bytes()).to_vec()))
+        .collect();
+    let (mut by_user, unknown) = captured.by_user(&users);
+    if unknown > 0 {
+        eprintln!(
+            "load: capture: {unknown} statements or transactions named no bench user (left out)"
+        );
+    }
+    let per_client: Vec<_> = users
+        .iter()
+        .map(|(user, _)| by_user.remove(user).unwrap_or_default())
+        .collect();
+    let statements: usize = per_client
+        .iter()
+        .flat_map(|units| units.iter().map(|unit| unit.statements.len()))
+        .sum();
+    eprintln!(
+        "load: captured {statements} statements in {} transactions of {} clients ({cycle} calls each)",
+        per_client.iter().map(Vec::len).sum::<usize>(),
+        per_client.len()
+    );
+    Ok(baseline::Replay {
+        name: format!("{} cycle as the server ran it", options.mix_name()),
+        calls: u32::try_from(cycle).unwrap_or(u32::MAX),
+        text: crate::replay::script(&per_client)?,
+    })
+}
+
 async fn run_baseline(
     options: &Options,
     database: &BenchDatabase,
     log_dir: &Path,
     window: Duration,
+    replay: Result<baseline::Replay, Baseline>,
 ) -> anyhow::Result<Baseline> {
-    if !options.baseline {
-        return Ok(Baseline::NotRequested);
-    }
+    let replay = match replay {
+        Ok(replay) => replay,
+        Err(baseline) => return Ok(baseline),
+    };
     let Some(name) = database.pg_name() else {
         return Ok(Baseline::NotApplicable(
             "pgbench needs PostgreSQL; this run used SQLite".into(),
         ));
-    };
-    let Some(script) = baseline::Script::for_workload(options.mix, options.tool) else {
-        let reason = match options.mix {
-            Mix::Floor => "the floor touches no database".to_owned(),
-            _ => format!("no pgbench script for {}", options.mix_name()),
-        };
-        return Ok(Baseline::NotApplicable(reason));
     };
     let duration = match options.bound()? {
         Bound::Duration(duration) => duration,
@@ -268,17 +404,16 @@ async fn run_baseline(
             .pgbench_threads
             .unwrap_or_else(|| options.clients.min(cpus)),
         duration: duration.max(Duration::from_secs(1)),
-        token_lookup: options.transport != Transport::Stdio,
         work_dir: log_dir,
     };
     eprintln!(
         "load: pgbench baseline ({}, {} clients, {:.0} s)",
-        script.name(),
+        replay.name,
         settings.clients,
         settings.duration.as_secs_f64().ceil()
     );
     let started = Instant::now();
-    let result = baseline::run(script, &settings).await?;
+    let result = baseline::run(replay, &settings).await?;
     eprintln!(
         "load: pgbench took {:.1} s",
         started.elapsed().as_secs_f64()

@@ -204,8 +204,8 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "baseline: pgbench, script {} ({} tool calls per transaction), {} clients, {} threads, script {}",
-                    result.script.name(),
-                    result.script.calls(),
+                    result.script,
+                    result.calls_per_transaction,
                     result.clients,
                     result.threads,
                     result.script_path.display()
@@ -261,7 +261,7 @@ impl Report {
             .collect();
         let baseline = match &self.baseline {
             Baseline::Ran(result) => json!({
-                "script": result.script.name(),
+                "script": result.script,
                 "clients": result.clients,
                 "pgbench_tps": result.tps,
                 "pgbench_calls_per_s": result.calls_per_second(),

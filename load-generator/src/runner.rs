@@ -57,7 +57,8 @@ pub async fn connect_all(
         .await
 }
 
-async fn connect(
+/// Connects client `index` with `token` to `target`.
+pub async fn connect(
     transport: Transport,
     target: &Target<'_>,
     index: usize,

@@ -50,6 +50,19 @@ impl ServerBinary {
         &self.path
     }
 
+    /// The same server on another database URL, logging into `log_dir`.
+    pub fn with_database(&self, database_url: String, log_dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        Ok(ServerBinary {
+            path: self.path.clone(),
+            database_url,
+            pool_size: self.pool_size,
+            log_filter: self.log_filter.clone(),
+            log_dir,
+        })
+    }
+
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
     }

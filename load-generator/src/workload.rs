@@ -107,12 +107,42 @@ impl ClientScript {
     async fn perform(&mut self, client: &mut Client, call: PlannedCall) -> anyhow::Result<()> {
         let result = client.call(&call.request).await;
         if let Err(error) = &result {
-            bail!("setup call {} failed: {error}", call.request.label());
+            bail!("call {} failed: {error}", call.request.label());
         }
         if let Some(problem) = self.acknowledge(call, &result) {
-            bail!("setup: {problem}");
+            bail!("{problem}");
         }
         Ok(())
+    }
+
+    /// Makes the next call of the workload outside the measured phase (verified like the
+    /// rest); fails if it fails.
+    pub async fn step(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let call = self.next_call();
+        self.perform(client, call).await
+    }
+
+    /// Calls in one cycle of the workload, the unit a replay repeats: the agent's two
+    /// turns (the first adds a task, the second completes it), or one call.
+    pub fn cycle_calls(&self) -> u64 {
+        match self.mix {
+            Mix::Agent => 2 * AGENT_TURN_STEPS,
+            Mix::Single | Mix::Floor => 1,
+        }
+    }
+
+    /// Whether the next call begins a cycle.
+    pub fn at_cycle_start(&self) -> bool {
+        match self.mix {
+            Mix::Agent => {
+                self.calls.is_multiple_of(AGENT_TURN_STEPS) && self.task_to_complete.is_none()
+            }
+            Mix::Single | Mix::Floor => true,
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The next call of the workload.

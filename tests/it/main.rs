@@ -14,6 +14,7 @@ mod agent_state;
 mod audit;
 mod auth;
 mod bad_input;
+mod baseline;
 mod cli;
 mod columns;
 mod concurrency;
