@@ -309,8 +309,8 @@ impl Report {
     /// Writes the text report as `<dir>/<date>-<transport>-<mix>-<backend>.txt` (with a
     /// `-2`, `-3`… suffix if that exists), with the JSON summary as its last line, and the
     /// pgbench script of the baseline as `<dir>/pgbench/<transport>-<mix>-<backend>.sql`:
-    /// one per configuration, replaced by each save (the script follows from the
-    /// configuration, not the day).
+    /// one per configuration, replaced by each save. Only the first client's statements are
+    /// kept (every client replays its own alike; 64 of them are megabytes).
     pub fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let h = &self.header;
@@ -334,8 +334,18 @@ impl Report {
             std::fs::create_dir_all(&scripts)
                 .with_context(|| format!("creating {}", scripts.display()))?;
             let script = scripts.join(format!("{}-{}-{}.sql", h.transport, h.mix, h.backend));
-            std::fs::copy(&result.script_path, &script)
-                .with_context(|| format!("copying the pgbench script to {}", script.display()))?;
+            let full = std::fs::read_to_string(&result.script_path)
+                .with_context(|| format!("reading {}", result.script_path.display()))?;
+            let first_client = match full.find("\n\\elif ") {
+                Some(end) => format!(
+                    "{}\n-- … and each of the other {} clients its own statements alike.\n",
+                    &full[..end],
+                    result.clients.saturating_sub(1)
+                ),
+                None => full,
+            };
+            std::fs::write(&script, first_client)
+                .with_context(|| format!("writing the pgbench script to {}", script.display()))?;
         }
         Ok(path)
     }
