@@ -42,6 +42,8 @@ pub enum Literal {
 struct Log {
     /// Numbers statements in the order the proxy read them, across connections.
     next: u64,
+    /// While recording: what the server asked of PostgreSQL, message by message.
+    wire: Wire,
     connections: Vec<Vec<(u64, Statement)>>,
 }
 
@@ -51,6 +53,15 @@ impl Log {
         self.next += 1;
         self.connections[connection].push((sequence, statement));
     }
+}
+
+/// Counts of what the server sent while recording: each Sync or simple query waits for
+/// PostgreSQL's answer (a round trip); each Parse has PostgreSQL parse and plan a statement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Wire {
+    pub round_trips: u64,
+    pub parses: u64,
+    pub executes: u64,
 }
 
 /// A running capture proxy.
@@ -148,6 +159,7 @@ impl CaptureProxy {
         let log = std::mem::take(&mut *lock(&self.log));
         Ok(Captured {
             connections: log.connections,
+            wire: log.wire,
         })
     }
 }
@@ -161,6 +173,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What a capture saw.
 pub struct Captured {
     connections: Vec<Vec<(u64, Statement)>>,
+    /// What the server sent while recording.
+    pub wire: Wire,
 }
 
 /// One unit of work as the server ran it: a transaction (BEGIN to COMMIT or ROLLBACK), or
@@ -354,10 +368,15 @@ async fn relay(
                     b'Q' => {
                         let sql = reader.cstr()?;
                         if recording.load(Ordering::SeqCst) {
-                            lock(&log).push(index, Statement::Simple(sql));
+                            let mut log = lock(&log);
+                            log.wire.round_trips += 1;
+                            log.push(index, Statement::Simple(sql));
                         }
                     }
                     b'P' => {
+                        if recording.load(Ordering::SeqCst) {
+                            lock(&log).wire.parses += 1;
+                        }
                         let name = reader.cstr()?;
                         let sql = reader.cstr()?;
                         let count = reader.i16()?;
@@ -407,6 +426,10 @@ async fn relay(
                     b'S' | b'H' => {
                         let session = lock(&session).statements.clone();
                         let mut log = lock(&log);
+                        if kind == b'S' {
+                            log.wire.round_trips += 1;
+                        }
+                        log.wire.executes += pending.len() as u64;
                         for bind in pending.drain(..) {
                             // What cannot be decoded fails the capture, not the connection.
                             let rendered = session

@@ -290,8 +290,9 @@ async fn align_to_cycles(sessions: &mut [runner::Session]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Runs one workload cycle per client through a second server whose database connection
-/// passes through the capture proxy, and builds pgbench's replay of what it sent.
+/// Runs two workload cycles per client through a second server whose database connection
+/// passes through the capture proxy, records the second, and builds pgbench's replay of
+/// what it sent.
 async fn capture_replay(
     options: &Options,
     database: &BenchDatabase,
@@ -321,18 +322,24 @@ async fn capture_replay(
     for (index, (_, token)) in credentials.iter().enumerate() {
         clients.push(runner::connect(options.transport, &target, index, token.clone()).await?);
     }
-    proxy.start_recording();
+    // A first cycle unrecorded: the capture server's connections prepare their statements,
+    // so the recorded one is what a warm server sends.
+    for recorded in [false, true] {
+        if recorded {
+            proxy.start_recording();
+        }
+        futures_util::future::try_join_all(scripts.iter_mut().zip(clients.iter_mut()).map(
+            |(script, client)| async move {
+                for _ in 0..script.cycle_calls() {
+                    script.step(client).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            },
+        ))
+        .await
+        .context("the capture cycle")?;
+    }
     let cycle = scripts.first().map_or(1, |s| s.cycle_calls());
-    futures_util::future::try_join_all(scripts.iter_mut().zip(clients.iter_mut()).map(
-        |(script, client)| async move {
-            for _ in 0..script.cycle_calls() {
-                script.step(client).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        },
-    ))
-    .await
-    .context("the capture cycle")?;
     for client in clients {
         client.close().await;
     }
@@ -358,13 +365,24 @@ async fn capture_replay(
         .iter()
         .flat_map(|units| units.iter().map(|unit| unit.statements.len()))
         .sum();
+    let calls = (cycle * per_client.len() as u64).max(1) as f64;
+    let wire = captured.wire;
+    let per_call = format!(
+        "per call: {:.1} round trips, {:.1} statements executed, {:.1} parsed",
+        wire.round_trips as f64 / calls,
+        wire.executes as f64 / calls,
+        wire.parses as f64 / calls
+    );
     eprintln!(
-        "load: captured {statements} statements in {} transactions of {} clients ({cycle} calls each)",
+        "load: captured {statements} statements in {} transactions of {} clients ({cycle} calls each); {per_call}",
         per_client.iter().map(Vec::len).sum::<usize>(),
         per_client.len()
     );
     Ok(baseline::Replay {
-        name: format!("{} cycle as the server ran it", options.mix_name()),
+        name: format!(
+            "{} cycle as the server ran it ({per_call})",
+            options.mix_name()
+        ),
         calls: u32::try_from(cycle).unwrap_or(u32::MAX),
         text: crate::replay::script(&per_client)?,
     })
