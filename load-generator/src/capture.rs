@@ -55,8 +55,9 @@ impl Log {
     }
 }
 
-/// Counts of what the server sent while recording: each Sync or simple query waits for
-/// PostgreSQL's answer (a round trip); each Parse has PostgreSQL parse and plan a statement.
+/// Counts of what the server sent while recording. A round trip is a turn of the
+/// conversation: the server sends (one message or a pipelined run of them) after
+/// PostgreSQL has answered; each Parse has PostgreSQL parse and plan a statement.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Wire {
     pub round_trips: u64,
@@ -328,6 +329,10 @@ async fn relay(
     let (mut server_read, mut server_write) = server.into_split();
     let session = Arc::new(Mutex::new(Session::default()));
     let backend_session = session.clone();
+    // Whether PostgreSQL has sent anything since the server last did: the server's next
+    // bytes then begin a round trip.
+    let answered = Arc::new(AtomicBool::new(true));
+    let backend_answered = answered.clone();
     let backward = tokio::spawn(async move {
         let mut decoder = Decoder::new(true);
         let mut buffer = vec![0; 64 * 1024];
@@ -336,6 +341,7 @@ async fn relay(
             if read == 0 {
                 return Ok::<_, anyhow::Error>(());
             }
+            backend_answered.store(true, Ordering::SeqCst);
             // Decoded before it is forwarded: the client may Bind as soon as it has it.
             for (kind, body) in decoder.feed(&buffer[..read])? {
                 if kind == b't' {
@@ -361,6 +367,9 @@ async fn relay(
             if read == 0 {
                 return Ok(());
             }
+            if answered.swap(false, Ordering::SeqCst) && recording.load(Ordering::SeqCst) {
+                lock(&log).wire.round_trips += 1;
+            }
             server_write.write_all(&buffer[..read]).await?;
             for (kind, body) in decoder.feed(&buffer[..read])? {
                 let mut reader = Reader(&body);
@@ -368,9 +377,7 @@ async fn relay(
                     b'Q' => {
                         let sql = reader.cstr()?;
                         if recording.load(Ordering::SeqCst) {
-                            let mut log = lock(&log);
-                            log.wire.round_trips += 1;
-                            log.push(index, Statement::Simple(sql));
+                            lock(&log).push(index, Statement::Simple(sql));
                         }
                     }
                     b'P' => {
@@ -426,9 +433,6 @@ async fn relay(
                     b'S' | b'H' => {
                         let session = lock(&session).statements.clone();
                         let mut log = lock(&log);
-                        if kind == b'S' {
-                            log.wire.round_trips += 1;
-                        }
                         log.wire.executes += pending.len() as u64;
                         for bind in pending.drain(..) {
                             // What cannot be decoded fails the capture, not the connection.
