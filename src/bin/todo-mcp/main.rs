@@ -15,6 +15,14 @@ use todo_mcp::transport::http::{
     AuthMode, ConnectionLimits, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
 };
 
+/// jemalloc instead of the system allocator: a call allocates many small, short-lived
+/// values (JSON, strings, rows) across a multi-thread runtime's workers. Measured
+/// (docs/performance.md): server CPU per call x0.82 on the HTTP agent mix, p99 at 10,000
+/// clients 261 -> 16 ms; mimalloc, also tried, held 35% more memory there.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
