@@ -39,7 +39,23 @@ pub struct BaselineResult {
     pub cpu: CpuShares,
     pub script_path: PathBuf,
     pub output: String,
+    /// The floor: one durable INSERT a transaction, by as many pgbench clients.
+    pub floor: Floor,
 }
+
+/// What pgbench measured for the floor, one INSERT a transaction.
+#[derive(Debug)]
+pub struct Floor {
+    pub tps: f64,
+    pub latency_average_ms: Option<f64>,
+}
+
+/// The floor's script and table: the cheapest durable write the database allows.
+const FLOOR_TABLE: &str = "CREATE TABLE IF NOT EXISTS pgbench_insert_floor (id bigserial PRIMARY KEY, payload text NOT NULL)";
+const FLOOR_SCRIPT: &str =
+    "INSERT INTO pgbench_insert_floor (payload) VALUES ('one durable insert');\n";
+/// How long the floor runs (at most the replay's duration).
+const FLOOR_DURATION: Duration = Duration::from_secs(5);
 
 impl BaselineResult {
     /// Tool calls per second pgbench's rate stands for.
@@ -59,7 +75,7 @@ pub struct BaselineSettings<'a> {
     pub work_dir: &'a Path,
 }
 
-/// Writes the script and runs it.
+/// Writes the script and runs it, then the one-INSERT floor.
 pub async fn run(
     replay: Replay,
     settings: &BaselineSettings<'_>,
@@ -67,7 +83,45 @@ pub async fn run(
     let script_path = settings.work_dir.join("pgbench-replay.sql");
     std::fs::write(&script_path, &replay.text)
         .with_context(|| format!("writing {}", script_path.display()))?;
+    let (stdout, cpu) = pgbench(settings, &script_path, settings.duration).await?;
+    let tps = find_number(&stdout, "tps = ").context("pgbench printed no tps")?;
 
+    crate::database::connect_pg(settings.database_url)
+        .await?
+        .batch_execute(FLOOR_TABLE)
+        .await
+        .context("creating the floor's table")?;
+    let floor_path = settings.work_dir.join("pgbench-floor.sql");
+    std::fs::write(&floor_path, FLOOR_SCRIPT)
+        .with_context(|| format!("writing {}", floor_path.display()))?;
+    let (floor_out, _) =
+        pgbench(settings, &floor_path, settings.duration.min(FLOOR_DURATION)).await?;
+    let floor = Floor {
+        tps: find_number(&floor_out, "tps = ").context("pgbench printed no tps for the floor")?,
+        latency_average_ms: find_number(&floor_out, "latency average = "),
+    };
+    Ok(BaselineResult {
+        script: replay.name,
+        calls_per_transaction: replay.calls,
+        clients: settings.clients,
+        threads: settings.threads,
+        tps,
+        failed_transactions: find_number(&stdout, "number of failed transactions: ")
+            .map_or(0, |n| n as u64),
+        latency_average_ms: find_number(&stdout, "latency average = "),
+        cpu,
+        script_path,
+        output: stdout,
+        floor,
+    })
+}
+
+/// Runs pgbench on `script` for `duration`; its output and where the CPU went.
+async fn pgbench(
+    settings: &BaselineSettings<'_>,
+    script: &Path,
+    duration: Duration,
+) -> anyhow::Result<(String, CpuShares)> {
     let config: tokio_postgres::Config = settings
         .database_url
         .parse()
@@ -77,8 +131,8 @@ pub async fn run(
         .args(["--no-vacuum", "--protocol=prepared"])
         .arg(format!("--client={}", settings.clients))
         .arg(format!("--jobs={}", settings.threads))
-        .arg(format!("--time={}", settings.duration.as_secs().max(1)))
-        .arg(format!("--file={}", script_path.display()))
+        .arg(format!("--time={}", duration.as_secs().max(1)))
+        .arg(format!("--file={}", script.display()))
         .arg(settings.database);
     if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
         command.env("PGHOST", host);
@@ -102,25 +156,13 @@ pub async fn run(
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
         bail!(
-            "pgbench failed ({}):\n{stdout}\n{}",
+            "pgbench failed on {} ({}):\n{stdout}\n{}",
+            script.display(),
             output.status,
             crate::server::tail(&stderr, 20)
         );
     }
-    let tps = find_number(&stdout, "tps = ").context("pgbench printed no tps")?;
-    Ok(BaselineResult {
-        script: replay.name,
-        calls_per_transaction: replay.calls,
-        clients: settings.clients,
-        threads: settings.threads,
-        tps,
-        failed_transactions: find_number(&stdout, "number of failed transactions: ")
-            .map_or(0, |n| n as u64),
-        latency_average_ms: find_number(&stdout, "latency average = "),
-        cpu,
-        script_path,
-        output: stdout,
-    })
+    Ok((stdout, cpu))
 }
 
 /// Waits for pgbench while sampling CPU counters: from a moment after its connections

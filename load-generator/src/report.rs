@@ -65,6 +65,18 @@ impl Report {
     }
 
     /// Server calls/s ÷ the calls/s pgbench's rate stands for.
+    /// The clients' p50 latency over the one-INSERT floor's average latency.
+    pub fn p50_over_floor(&self) -> Option<f64> {
+        match &self.baseline {
+            Baseline::Ran(result) => result
+                .floor
+                .latency_average_ms
+                .filter(|ms| *ms > 0.0)
+                .map(|ms| self.latency.p50.as_secs_f64() * 1000.0 / ms),
+            _ => None,
+        }
+    }
+
     pub fn baseline_ratio(&self) -> Option<f64> {
         match &self.baseline {
             Baseline::Ran(result) if result.calls_per_second() > 0.0 => {
@@ -237,6 +249,19 @@ impl Report {
                         result.calls_per_second()
                     );
                 }
+                let _ = writeln!(
+                    out,
+                    "  one-INSERT floor (pgbench, {} clients, one durable INSERT a transaction): \
+                     {:.1} tps, latency average {} ms{}",
+                    result.clients,
+                    result.floor.tps,
+                    result
+                        .floor
+                        .latency_average_ms
+                        .map_or_else(|| "?".into(), |ms| format!("{ms:.3}")),
+                    self.p50_over_floor()
+                        .map_or_else(String::new, |r| format!("; server p50 ÷ floor = {r:.2}"))
+                );
                 let _ = writeln!(out, "  pgbench output:");
                 for line in result.output.lines() {
                     let _ = writeln!(out, "    {line}");
@@ -269,6 +294,9 @@ impl Report {
                 "postgres_cpu": result.cpu.postgres,
                 "postgres_us_per_call": micros(cpu_per_call(result.cpu.postgres, result.calls_per_second())),
                 "ratio": self.baseline_ratio(),
+                "floor_tps": result.floor.tps,
+                "floor_latency_ms": result.floor.latency_average_ms,
+                "p50_over_floor": self.p50_over_floor(),
             }),
             _ => Value::Null,
         };

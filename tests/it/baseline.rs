@@ -2,7 +2,8 @@
 //! workload, captured off the wire during the run and replayed by pgbench, so it cannot
 //! drift from the server's SQL as the hand-written copy did (it aborted on the agent mix
 //! once messages gained a `kind`). A small workload on each path the bench measures: the
-//! agent mix over HTTP (a token lookup per call, two turns a cycle) and add_task on stdio.
+//! agent mix over HTTP (a token lookup per call, two turns a cycle) and add_task on stdio,
+//! each with the one-INSERT floor the bench measures beside it.
 
 use crate::support;
 
@@ -58,6 +59,13 @@ async fn pgbench_replays_what_the_server_ran() {
         assert_eq!(result.failed_transactions, 0, "{args:?}: {}", result.output);
         assert!(result.tps > 0.0, "{args:?}: {}", result.output);
         assert_eq!(result.calls_per_transaction, calls_per_cycle, "{args:?}");
+        // The floor beside it: one durable INSERT a transaction.
+        assert!(
+            result.floor.tps > 0.0 && result.floor.latency_average_ms.is_some_and(|ms| ms > 0.0),
+            "{args:?}: {:?}",
+            result.floor
+        );
+        assert!(report.p50_over_floor().is_some_and(|r| r > 0.0), "{args:?}");
         let script = std::fs::read_to_string(&result.script_path).expect("the pgbench script");
         // Both clients replay their own statements, each as its own user.
         for client in ["bench-0", "bench-1"] {
