@@ -13,8 +13,7 @@ use crate::database::{BenchDatabase, USER_PREFIX};
 use crate::options::{Bound, Mix, Options, Transport};
 use crate::report::{Baseline, Header, Memory, Report};
 use crate::run_info::RunInfo;
-use crate::runner::RunSettings;
-use crate::runner::Target;
+use crate::runner::{RunSettings, Target};
 use crate::server::{HttpServer, ServerBinary};
 use crate::{baseline, binaries, entry, runner, server, system, verify};
 use anyhow::Context;
@@ -399,11 +398,10 @@ async fn run_baseline(
         Ok(replay) => replay,
         Err(baseline) => return Ok(baseline),
     };
-    let Some(name) = database.pg_name() else {
-        return Ok(Baseline::NotApplicable(
-            "pgbench needs PostgreSQL; this run used SQLite".into(),
-        ));
-    };
+    // A replay exists only on PostgreSQL (see `no_replay`).
+    let name = database
+        .pg_name()
+        .context("a replay was captured without PostgreSQL")?;
     let duration = match options.bound()? {
         Bound::Duration(duration) => duration,
         Bound::Calls(_) => window.max(MIN_BASELINE),
