@@ -5,7 +5,7 @@
 //! so it cannot drift from the server's SQL as a hand-written copy did.
 //!
 //! A connection's statements belong to the user its transaction names
-//! (`SET LOCAL todo.user_id = '…'` in the BEGIN batch); a statement outside a transaction
+//! (`SET LOCAL todo.user_id = '…'`, sent right after BEGIN); a statement outside a transaction
 //! (the bearer token's lookup) to the user whose token hash it binds. The proxy needs the
 //! plain protocol: the server's URL for it says `sslmode=disable`.
 
@@ -214,7 +214,13 @@ impl Captured {
                             None => unknown += 1,
                         }
                     }
-                    (Some((_, _, body)), _) => body.push(statement.clone()),
+                    // The server sends its SET LOCALs as queries of their own after BEGIN.
+                    (Some((user, _, body)), _) => {
+                        if user.is_none() {
+                            *user = user_in_begin;
+                        }
+                        body.push(statement.clone())
+                    }
                     (None, Statement::Prepared { params, .. }) => {
                         let owner = users.iter().find(|(_, hash)| {
                             params.iter().any(|p| {
@@ -257,7 +263,8 @@ fn is_end(sql: &str) -> bool {
     upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK")
 }
 
-/// The user a BEGIN batch names: `SET LOCAL todo.user_id = 'x'` (or `set_config`).
+/// The user a transaction names: `SET LOCAL todo.user_id = 'x'` (or `set_config`), in a
+/// query of its own or in a BEGIN batch.
 fn begin_user(statement: &Statement) -> Option<String> {
     let Statement::Simple(sql) = statement else {
         return None;

@@ -7,8 +7,8 @@
 //! suffixed key, chosen by pgbench without a round trip), everywhere that value appears in
 //! the cycle. Everything else is replayed as captured. Two simplifications, both making
 //! pgbench's work lighter than the server's (so the ratio errs against the server):
-//! - a transaction's `BEGIN; SET LOCAL …` batch is sent as a bare `BEGIN` (pgbench's
-//!   prepared mode sends one command per query): the same round trip, less work;
+//! - of a simple query holding several commands only the first is sent (pgbench's
+//!   prepared mode sends one command per query); the server sends one command a query;
 //! - pgbench connects as the bench's admin role, which row-level security does not apply to.
 
 use crate::capture::{Literal, Statement, Unit};

@@ -308,9 +308,11 @@ impl Database {
     async fn begin_as(&self, scope: Scope<'_>, snapshot: bool) -> Result<Tx, DbError> {
         let mut conn = self.checkout().await?;
         let state = match &mut conn {
-            Conn::Postgres(_) => {
-                TxState::Pending(pg::begin_sql(scope, self.statement_timeout, snapshot))
-            }
+            Conn::Postgres(_) => TxState::Pending(pg::opening_statements(
+                scope,
+                self.statement_timeout,
+                snapshot,
+            )),
             Conn::Sqlite(c) => {
                 if snapshot {
                     sqlite::begin_deferred(c).await?;
@@ -460,8 +462,9 @@ pub struct Tx {
 pub enum TxState {
     /// [`Database::autocommit`]: no transaction, nothing to commit or roll back.
     Autocommit,
-    /// PostgreSQL: the `BEGIN` batch, not sent yet; it goes out with the first statement.
-    Pending(String),
+    /// PostgreSQL: `BEGIN` and its `SET LOCAL`s, not sent yet; they go out with the first
+    /// statement.
+    Pending([String; 3]),
     /// Begun, on the server.
     Open,
     /// PostgreSQL: the connection was found closed when the `BEGIN` batch went out, so

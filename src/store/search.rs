@@ -230,7 +230,7 @@ pub async fn search(
         .then(|| encode_position(cursors, user, hits[limit - 1].1, fingerprint));
     hits.truncate(limit);
     let ids: Vec<i64> = hits.iter().map(|(id, _)| *id).collect();
-    let snippets = finder.snippets(tx, &ids).await?;
+    let snippets = finder.snippets(tx, user, &ids).await?;
     let messages = super::conversations::messages_by_id(tx, user, &ids).await?;
     let found = ids
         .iter()
@@ -353,7 +353,12 @@ impl<'q> Finder<'q> {
     }
 
     /// The words found in each of these messages, in context, marked `[like this]`.
-    async fn snippets(&self, tx: &mut Tx, ids: &[i64]) -> Result<Vec<Snippet>, StoreError> {
+    async fn snippets(
+        &self,
+        tx: &mut Tx,
+        user: &UserId,
+        ids: &[i64],
+    ) -> Result<Vec<Snippet>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -363,7 +368,7 @@ impl<'q> Finder<'q> {
             format!(
                 "SELECT id, ts_headline('simple', content, websearch_to_tsquery('simple', $1), \
                  'StartSel=[, StopSel=], MaxWords=24, MinWords=8, MaxFragments=1') AS snippet \
-                 FROM messages WHERE id IN ({ids})"
+                 FROM messages WHERE user_id = $2 AND id IN ({ids})"
             )
         } else {
             format!(
@@ -372,11 +377,20 @@ impl<'q> Finder<'q> {
             )
         };
         let query = self.query.clone();
+        // The user's id, so that PostgreSQL reads one user's rows (one shard, on Citus);
+        // SQLite's full-text table has no user column, and the ids are theirs already.
+        let postgres = self.postgres;
+        let user = user.as_str().to_owned();
         Ok(on_backend!(tx, |conn| {
-            diesel::sql_query(sql.as_str())
-                .bind::<Text, _>(query)
-                .load::<Snippet>(conn)
-                .await?
+            let statement = diesel::sql_query(sql.as_str())
+                .into_boxed()
+                .bind::<Text, _>(query);
+            let statement = if postgres {
+                statement.bind::<Text, _>(user)
+            } else {
+                statement
+            };
+            statement.load::<Snippet>(conn).await?
         }))
     }
 }

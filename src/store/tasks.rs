@@ -321,7 +321,7 @@ pub async fn add(tx: &mut UserTx, new: &NewTask, quotas: &Quotas) -> Result<Adde
     match existing {
         // A task from before requests were kept (`None`) replays whatever was asked.
         Some((row, stored)) if stored.as_ref().is_none_or(|stored| *stored == hash) => Ok(Added {
-            task: with_labels(tx, vec![row]).await?.remove(0),
+            task: with_labels(tx, user, vec![row]).await?.remove(0),
             replayed: true,
         }),
         Some(_) => Err(StoreError::Conflict(format!(
@@ -512,23 +512,36 @@ async fn insert_labels(
 }
 
 /// Keeps the label rows' copy of a task's completed state (see [`LabelRow::completed`]).
-async fn mark_labels(tx: &mut Tx, id: DbUuid, task: &Task) -> Result<(), StoreError> {
+async fn mark_labels(
+    tx: &mut Tx,
+    user: &UserId,
+    id: DbUuid,
+    task: &Task,
+) -> Result<(), StoreError> {
     if task.labels.is_empty() {
         return Ok(());
     }
     let completed = task.columns.completed;
     on_backend!(tx, |conn| {
         use schema::task_labels::dsl as l;
-        diesel::update(l::task_labels.filter(l::task_id.eq(id)))
-            .set(l::completed.eq(completed))
-            .execute(conn)
-            .await?
+        diesel::update(
+            l::task_labels
+                .filter(l::user_id.eq(user.as_str()))
+                .filter(l::task_id.eq(id)),
+        )
+        .set(l::completed.eq(completed))
+        .execute(conn)
+        .await?
     });
     Ok(())
 }
 
-/// Tasks with their labels, in the rows' order.
-async fn with_labels(tx: &mut Tx, rows: Vec<TaskRow>) -> Result<Vec<Task>, StoreError> {
+/// The user's tasks with their labels, in the rows' order.
+async fn with_labels(
+    tx: &mut Tx,
+    user: &UserId,
+    rows: Vec<TaskRow>,
+) -> Result<Vec<Task>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -536,6 +549,7 @@ async fn with_labels(tx: &mut Tx, rows: Vec<TaskRow>) -> Result<Vec<Task>, Store
     let labels: Vec<(DbUuid, String)> = on_backend!(tx, |conn| {
         use schema::task_labels::dsl as l;
         l::task_labels
+            .filter(l::user_id.eq(user.as_str()))
             .filter(l::task_id.eq_any(&ids))
             .order((l::task_id, l::position))
             .select((l::task_id, l::label))
@@ -794,7 +808,7 @@ pub async fn list(
                 .map(|row| After::of(page.query.sort, row).encode(cursors, user))
         })
         .flatten();
-    Ok((with_labels(tx, rows).await?, next))
+    Ok((with_labels(tx, user, rows).await?, next))
 }
 
 /// The plan the backend picks for a list_tasks page, a line each (PostgreSQL's `EXPLAIN`,
@@ -860,8 +874,8 @@ pub async fn complete(
     match updated {
         Some(row) => {
             let id = row.columns.id;
-            let task = with_labels(tx, vec![row]).await?.remove(0);
-            mark_labels(tx, id, &task).await?;
+            let task = with_labels(tx, user, vec![row]).await?.remove(0);
+            mark_labels(tx, user, id, &task).await?;
             let next_task = roll_over(tx, user, &task, quotas).await?;
             Ok(Completion { task, next_task })
         }
@@ -1133,15 +1147,19 @@ pub async fn update(
             if let Some(labels) = &labels {
                 on_backend!(tx, |conn| {
                     use schema::task_labels::dsl as l;
-                    diesel::delete(l::task_labels.filter(l::task_id.eq(id)))
-                        .execute(conn)
-                        .await?
+                    diesel::delete(
+                        l::task_labels
+                            .filter(l::user_id.eq(user.as_str()))
+                            .filter(l::task_id.eq(id)),
+                    )
+                    .execute(conn)
+                    .await?
                 });
                 insert_labels(tx, user, id, completed, labels).await?;
             }
-            let task = with_labels(tx, vec![row]).await?.remove(0);
+            let task = with_labels(tx, user, vec![row]).await?.remove(0);
             if labels.is_none() && changes.completed.is_some() {
-                mark_labels(tx, id, &task).await?;
+                mark_labels(tx, user, id, &task).await?;
             }
             let next_task = if just_completed {
                 roll_over(tx, user, &task, quotas).await?
@@ -1276,7 +1294,7 @@ async fn find(tx: &mut Tx, user: &UserId, id: uuid::Uuid) -> Result<Task, StoreE
             .optional()?
     });
     match row {
-        Some(row) => Ok(with_labels(tx, vec![row]).await?.remove(0)),
+        Some(row) => Ok(with_labels(tx, user, vec![row]).await?.remove(0)),
         None => Err(StoreError::not_found("task", id)),
     }
 }

@@ -768,8 +768,9 @@ impl UserImport {
     }
 
     /// Inserts the messages read so far. A message id already present must be this user's
-    /// same message (a second import): ids are global, and another user's row, invisible
-    /// here, may hold it.
+    /// same message (a second import). On SQLite ids are global, so another user's row,
+    /// invisible here, may hold it; PostgreSQL keys messages by (user_id, id), so each
+    /// user's ids are their own.
     async fn flush_messages(&mut self, imported: &mut Imported) -> Result<(), TransferError> {
         if self.messages.is_empty() {
             return Ok(());

@@ -144,7 +144,7 @@ pub struct RemovedRows {
 }
 
 /// Erases `user`: every row of theirs, tokens and sessions included, in one transaction
-/// (the user row's deletion cascades to all of them). With `dry_run`, only counts.
+/// (the user row's deletion cascades to the rest). With `dry_run`, only counts.
 /// Returns what was (or would be) removed; not found if there is no such user.
 pub async fn delete(
     db: &Database,
@@ -185,6 +185,22 @@ async fn delete_in(tx: &mut UserTx, dry_run: bool) -> Result<RemovedRows, StoreE
         mcp_sessions: count!(mcp_sessions),
         failure_budgets: count!(failure_budgets),
     };
+    if !dry_run {
+        // Tokens and sessions have no foreign key to users (they are read before the
+        // caller is known, so they may live apart from the user's shard: docs/scaling.md).
+        on_backend!(tx, |conn| {
+            use schema::api_tokens::dsl as k;
+            diesel::delete(k::api_tokens.filter(k::user_id.eq(id)))
+                .execute(conn)
+                .await?
+        });
+        on_backend!(tx, |conn| {
+            use schema::mcp_sessions::dsl as s;
+            diesel::delete(s::mcp_sessions.filter(s::user_id.eq(id)))
+                .execute(conn)
+                .await?
+        });
+    }
     let deleted = on_backend!(tx, |conn| {
         use schema::users::dsl as u;
         let target = u::users.filter(u::id.eq(id));

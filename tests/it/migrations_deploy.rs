@@ -1432,6 +1432,18 @@ async fn plan_failure(db: &TestDb, name: &str) -> Result<FailurePlan, String> {
     let statements = split_sql(&up_sql(backend, name));
     let tables_now: BTreeSet<String> = tables(db).await.into_iter().collect();
     let relations_now = relation_names(db).await;
+    let constraints_now: BTreeSet<String> = match backend {
+        Backend::Postgres => texts(
+            db,
+            "SELECT conname::text AS j FROM pg_constraint \
+             WHERE connamespace = 'public'::regnamespace",
+        )
+        .await
+        .into_iter()
+        .map(|n| n.to_lowercase())
+        .collect(),
+        Backend::Sqlite => BTreeSet::new(),
+    };
     let mut candidates = Vec::new();
     for (index, statement) in statements.iter().enumerate() {
         let Some(created) = created_object(statement) else {
@@ -1442,10 +1454,12 @@ async fn plan_failure(db: &TestDb, name: &str) -> Result<FailurePlan, String> {
             (Created::Column { table, column }, _) => {
                 tables_now.contains(table) && !columns(db, table).await.contains(column)
             }
-            (
-                Created::Constraint { table, .. } | Created::Policy { table, .. },
-                Backend::Postgres,
-            ) => tables_now.contains(table),
+            // A constraint the migration drops and adds again under its old name (a key
+            // rebuilt) exists now: planting it would only collide with itself.
+            (Created::Constraint { table, name }, Backend::Postgres) => {
+                tables_now.contains(table) && !constraints_now.contains(&name.to_lowercase())
+            }
+            (Created::Policy { table, .. }, Backend::Postgres) => tables_now.contains(table),
             (Created::Constraint { .. } | Created::Policy { .. }, Backend::Sqlite) => false,
         };
         candidates.push((index, created, plantable));

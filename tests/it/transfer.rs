@@ -461,27 +461,74 @@ async fn postgres_to_sqlite_one_user_from_a_file() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_import_colliding_with_another_users_message_ids_changes_nothing_of_that_user() {
+/// Two databases that numbered their messages from 1 alike, merged into one. PostgreSQL keys
+/// messages by (user_id, id), so each user keeps their ids and the second import succeeds,
+/// the first user's rows untouched and the second's new messages numbered after their
+/// imported ones; SQLite's message ids are global, so there the second import fails saying
+/// so and leaves nothing of that user.
+async fn an_import_reusing_another_users_message_ids(destination: TestDb) {
+    let backend = destination.backend();
     let first = TestDb::new(Backend::Sqlite).await;
     populate(&first, "erin").await;
     let second = TestDb::new(Backend::Sqlite).await;
     populate(&second, "frank").await;
-    let destination = TestDb::new(Backend::Postgres).await;
+    destination.migrate();
     pipe(&first, &destination);
+    let erin_before = export(&destination, &["--user", "erin"]);
     // frank's messages were numbered from 1 in his own database, as erin's were.
-    let mut export = command(&second, &["export"])
+    let mut export_child = command(&second, &["export"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn export");
     let import = command(&destination, &["import"])
-        .stdin(Stdio::from(export.stdout.take().expect("stdout")))
+        .stdin(Stdio::from(export_child.stdout.take().expect("stdout")))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn import");
     let out = wait_before(import, Instant::now() + PIPE_TIMEOUT, "todo-mcp import");
-    let _ = export.wait();
+    let _ = export_child.wait();
+    assert_eq!(
+        export(&destination, &["--user", "erin"]),
+        erin_before,
+        "importing frank changed erin's rows"
+    );
+    if backend == Backend::Postgres {
+        assert_success(&out, "importing frank, whose message ids erin also has");
+        assert_eq!(
+            export(&destination, &["--user", "frank"]),
+            export(&second, &[]),
+            "frank's rows, as imported"
+        );
+        // A message appended now comes after every imported one of his.
+        let token = create_token(destination.url(), "frank");
+        let client = connect_in_process(destination.url(), Some(&token), &[]).await;
+        let listed = client.call_ok("list_conversations", json!({})).await;
+        let conversation = listed["conversations"][0]["id"].clone();
+        let appended = client
+            .call_ok(
+                "append_message",
+                json!({"conversation_id": conversation, "role": "user", "content": "after"}),
+            )
+            .await;
+        let history = client
+            .call_ok(
+                "get_conversation_history",
+                json!({"conversation_id": conversation}),
+            )
+            .await;
+        let last = history["messages"]
+            .as_array()
+            .and_then(|messages| messages.last())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            last["id"], appended["message"]["id"],
+            "the new message is the last of the history: {history}"
+        );
+        client.close().await;
+        return;
+    }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("already taken"),
@@ -498,7 +545,7 @@ async fn an_import_colliding_with_another_users_message_ids_changes_nothing_of_t
     ] {
         let left = sql::texts(
             &destination,
-            &format!("SELECT count(*)::text AS j FROM {table} WHERE user_id = 'frank'"),
+            &format!("SELECT CAST(count(*) AS text) AS j FROM {table} WHERE user_id = 'frank'"),
         )
         .await;
         assert_eq!(
@@ -508,6 +555,8 @@ async fn an_import_colliding_with_another_users_message_ids_changes_nothing_of_t
         );
     }
 }
+
+both_backends!(an_import_reusing_another_users_message_ids);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_refuses_what_is_not_an_export() {

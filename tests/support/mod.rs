@@ -83,6 +83,15 @@ fn manifest_tools() -> &'static [serde_json::Value] {
         .expect("mcp-manifest.json has tools")
 }
 
+/// Says that a test did not run, and why, on the process's stderr itself, past the test
+/// harness's capture of a passing test's output; scripts/test lists every such line again
+/// at the end. A test that cannot run here says so this way and returns; it never passes
+/// quietly.
+pub fn not_run(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "NOT RUN: {test}: {why}");
+}
+
 /// Which storage backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

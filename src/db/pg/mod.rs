@@ -157,10 +157,18 @@ pub fn pool(connector: Connector, options: &PoolOptions, errors: &ConnectErrors)
         .build_unchecked(manager)
 }
 
-/// The one simple-query batch that opens a transaction: BEGIN plus its `SET LOCAL`s, which
-/// end with it (so they also hold behind a transaction-mode pooler). The user id goes in
-/// an escape string literal, correct whatever `standard_conforming_strings` says.
-pub fn begin_sql(scope: Scope<'_>, statement_timeout: Duration, snapshot: bool) -> String {
+/// What opens a transaction: BEGIN and its `SET LOCAL`s, which end with it (so they also
+/// hold behind a transaction-mode pooler). The user id goes in an escape string literal,
+/// correct whatever `standard_conforming_strings` says.
+///
+/// Three simple queries, pipelined (one round trip), not one batch string: Citus passes a
+/// `SET LOCAL` on to its workers as the text of the whole query it came in, so a batch
+/// made each worker run our `BEGIN` again inside its transaction, warning every time.
+pub fn opening_statements(
+    scope: Scope<'_>,
+    statement_timeout: Duration,
+    snapshot: bool,
+) -> [String; 3] {
     let user = match scope {
         Scope::User(user) => user.replace('\\', "\\\\").replace('\'', "''"),
         Scope::System => String::new(),
@@ -171,10 +179,14 @@ pub fn begin_sql(scope: Scope<'_>, statement_timeout: Duration, snapshot: bool) 
     } else {
         "BEGIN"
     };
-    format!(
-        "{begin}; SET LOCAL statement_timeout = {}; SET LOCAL todo.user_id = E'{user}'",
-        statement_timeout.as_millis().max(1)
-    )
+    [
+        begin.to_owned(),
+        format!(
+            "SET LOCAL statement_timeout = {}",
+            statement_timeout.as_millis().max(1)
+        ),
+        format!("SET LOCAL todo.user_id = E'{user}'"),
+    ]
 }
 
 /// tokio-postgres keeps the cause ("Connection refused", "invalid peer certificate:

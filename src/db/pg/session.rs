@@ -11,10 +11,10 @@ use futures_util::future::BoxFuture;
 /// The connection a PostgreSQL transaction's queries run on (`$conn` in
 /// [`crate::on_backend!`]).
 ///
-/// `Database::begin` sends nothing: the `BEGIN` batch, with its `SET LOCAL`s, goes out
-/// with the transaction's first statement, pipelined, which saves every call a round trip.
-/// They reach the server in order because a simple query (the batch) is written to the
-/// connection when its future is first polled, and `join!` polls it before the statement's
+/// `Database::begin` sends nothing: `BEGIN` and its `SET LOCAL`s go out with the
+/// transaction's first statement, pipelined, which saves every call a round trip.
+/// They reach the server in order because a simple query is written to the connection
+/// when its future is first polled, and `join!` polls them before the statement's
 /// (which may first need a Parse of its own). If the order ever broke, the first statement
 /// would run outside the transaction, without `todo.user_id`: `tests/it/transactions.rs`
 /// checks that it sees the `SET LOCAL`s and shares the second statement's transaction.
@@ -29,24 +29,31 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Runs `statement`, preceded on the wire by the pending `BEGIN` batch, if any. A failed
-/// `BEGIN` is the error reported (the statement's failure follows from it).
+/// Runs `statement`, preceded on the wire by the pending opening statements, if any. A
+/// failed `BEGIN` or `SET LOCAL` is the error reported (the statement's failure follows
+/// from it).
 fn after_opening<'c, R: Send + 'c>(
     conn: &'c AsyncPgConnection,
     state: &'c mut TxState,
     statement: BoxFuture<'c, QueryResult<R>>,
 ) -> BoxFuture<'c, QueryResult<R>> {
-    let sql = match std::mem::replace(state, TxState::Open) {
-        TxState::Pending(sql) => sql,
+    let [begin, timeout, user] = match std::mem::replace(state, TxState::Open) {
+        TxState::Pending(opening) => opening,
         other => {
             *state = other;
             return statement;
         }
     };
     async move {
-        let mut shared = conn;
-        let (begun, result) = futures_util::join!(shared.batch_execute(&sql), statement);
-        match begun {
+        let (mut a, mut b, mut c) = (conn, conn, conn);
+        // join! polls in order, so the messages are written in order.
+        let (begun, timed, named, result) = futures_util::join!(
+            a.batch_execute(&begin),
+            b.batch_execute(&timeout),
+            c.batch_execute(&user),
+            statement
+        );
+        match begun.and(timed).and(named) {
             Ok(()) => result,
             Err(error) => {
                 if is_connection_loss(&error) {

@@ -1,0 +1,3 @@
+-- PostgreSQL's keys now lead with user_id so its tables can be sharded by user (Citus);
+-- one SQLite file is never sharded, so its keys stay as they are. Kept so that both
+-- backends share one list of migration versions.
