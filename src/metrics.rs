@@ -25,7 +25,7 @@ use crate::store::calls::{Retries, RetryReason};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -106,6 +106,27 @@ impl NotificationKind {
     }
 }
 
+/// Why a request was refused for want of capacity (`transport::http`'s admission), before
+/// anything of it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverloadRefusal {
+    /// As many requests were under way and as many waiting as `--max-in-flight` allows.
+    Busy,
+    /// It waited `--max-queue-wait` for a turn.
+    QueueTimeout,
+}
+
+impl OverloadRefusal {
+    pub const ALL: [OverloadRefusal; 2] = [OverloadRefusal::Busy, OverloadRefusal::QueueTimeout];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OverloadRefusal::Busy => "busy",
+            OverloadRefusal::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
 /// A label value written as its `as_str`.
 macro_rules! label_value {
     ($($type:ty),*) => {$(
@@ -116,7 +137,13 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Outcome, Refusal, RetryReason, NotificationKind);
+label_value!(
+    Outcome,
+    Refusal,
+    RetryReason,
+    NotificationKind,
+    OverloadRefusal
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CallLabels {
@@ -141,6 +168,11 @@ struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OverloadLabels {
+    reason: OverloadRefusal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct NotificationLabels {
     kind: NotificationKind,
 }
@@ -155,6 +187,14 @@ pub struct Metrics {
     notifications_sent: Family<NotificationLabels, Counter>,
     failure_records_skipped: Counter,
     connections_refused: Counter,
+    calls_not_run: Counter,
+    overload_refusals: Family<OverloadLabels, Counter>,
+    /// `overload_refusals`' series, indexed by `OverloadRefusal as usize`.
+    overload_by_reason: [Counter; OverloadRefusal::ALL.len()],
+    requests_in_flight: Gauge,
+    requests_waiting: Gauge,
+    /// When an overload refusal was last logged, in seconds since the process's start.
+    overload_logged_at: std::sync::atomic::AtomicU64,
     /// `auth_refusals`' series, indexed by `Refusal as usize`.
     refusals_by_reason: [Counter; Refusal::ALL.len()],
     /// `notifications_sent`' series, indexed by `NotificationKind as usize`.
@@ -188,6 +228,12 @@ impl Metrics {
                 .get_or_create(&NotificationLabels { kind })
                 .clone()
         });
+        let overload_refusals = Family::<OverloadLabels, Counter>::default();
+        let overload_by_reason = OverloadRefusal::ALL.map(|reason| {
+            overload_refusals
+                .get_or_create(&OverloadLabels { reason })
+                .clone()
+        });
         Metrics {
             tool_calls: Family::default(),
             tool_call_duration: Family::new_with_constructor(duration_histogram),
@@ -196,6 +242,12 @@ impl Metrics {
             notifications_sent,
             failure_records_skipped: Counter::default(),
             connections_refused: Counter::default(),
+            calls_not_run: Counter::default(),
+            overload_refusals,
+            overload_by_reason,
+            requests_in_flight: Gauge::default(),
+            requests_waiting: Gauge::default(),
+            overload_logged_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             refusals_by_reason,
             notifications_by_kind,
         }
@@ -261,6 +313,48 @@ impl Metrics {
         self.connections_refused.inc();
     }
 
+    /// A tool call that did nothing: no database connection could be had (not recorded).
+    pub fn call_not_run(&self) {
+        self.calls_not_run.inc();
+    }
+
+    /// A request refused for want of capacity, before anything of it ran.
+    pub fn overload_refused(&self, reason: OverloadRefusal) {
+        self.overload_by_reason[reason as usize].inc();
+    }
+
+    /// Whether to log an overload refusal now: at most once every 10 s.
+    pub fn should_log_overload(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+        let now = START.elapsed().as_secs();
+        let last = self.overload_logged_at.load(Ordering::Relaxed);
+        if last != u64::MAX && now < last + 10 {
+            return false;
+        }
+        self.overload_logged_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// An MCP request admitted (`started`), or done (`!started`).
+    pub fn request_in_flight(&self, started: bool) {
+        if started {
+            self.requests_in_flight.inc();
+        } else {
+            self.requests_in_flight.dec();
+        }
+    }
+
+    /// An MCP request began (`started`) or ended its wait for a turn.
+    pub fn request_waiting(&self, started: bool) {
+        if started {
+            self.requests_waiting.inc();
+        } else {
+            self.requests_waiting.dec();
+        }
+    }
+
     /// A notification sent to a client (none are today: see [`NotificationKind`]).
     pub fn notification_sent(&self, kind: NotificationKind) {
         self.notifications_by_kind[kind as usize].inc();
@@ -313,6 +407,29 @@ impl Metrics {
             "connections_refused",
             "HTTP connections refused at accept because the server held --max-connections",
             self.connections_refused.clone(),
+        );
+        registry.register(
+            "calls_not_run",
+            "Tool calls that did nothing because no database connection could be had within \
+             --pool-timeout (told `unavailable: … nothing was done`; not recorded)",
+            self.calls_not_run.clone(),
+        );
+        registry.register(
+            "overload_refusals",
+            "MCP requests refused with 503 before anything of them ran, by reason (`busy`: \
+             --max-in-flight under way and as many waiting; `queue_timeout`: no turn within \
+             --max-queue-wait)",
+            self.overload_refusals.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "MCP requests being handled now (at most --max-in-flight)",
+            self.requests_in_flight.clone(),
+        );
+        registry.register(
+            "requests_waiting",
+            "MCP requests waiting for a turn now (at most --max-in-flight)",
+            self.requests_waiting.clone(),
         );
         if let Some(pool) = pool {
             register_pool(&mut registry, pool);

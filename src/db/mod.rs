@@ -27,9 +27,9 @@ pub use url::DatabaseUrl;
 /// Errors from the database layer, classified by what a caller can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// No connection could be had (the database is down, or the pool stayed exhausted):
-    /// retrying later may work.
-    #[error("storage unavailable, retry: {0}")]
+    /// No connection could be had (the database is down, or the pool stayed exhausted), so
+    /// nothing ran: retrying later may work.
+    #[error("storage unavailable, nothing was done, retry: {0}")]
     Unavailable(String),
     /// The connection broke before the transaction committed, so nothing of it was
     /// saved: the whole transaction can safely run again on another connection.

@@ -438,7 +438,13 @@ impl ServerHandler for TodoServer {
             None => tracing::info!(tool = %call.tool, user = %call.user, duration_ms, "call ok"),
             Some(failure) => {
                 tracing::info!(tool = %call.tool, user = %call.user, duration_ms, kind = %failure.kind, message = %failure.message, "call failed");
-                if failure.kind == ErrorKind::Unavailable {
+                if failure.not_run {
+                    // It never had a connection, so nothing of it was done (an earlier
+                    // attempt, if any, was rolled back whole): counted, not recorded, as
+                    // README's audit rule says. Its record would need the connection it
+                    // could not get.
+                    metrics::global().call_not_run();
+                } else if failure.kind == ErrorKind::Unavailable {
                     // The record would wait on the same unreachable database: answer now
                     // and record in the background, once a connection can be had.
                     let server = self.clone();
@@ -519,11 +525,17 @@ fn text_of(result: &CallToolResult) -> String {
 pub struct ToolError {
     kind: ErrorKind,
     message: String,
+    /// Nothing of the call was done: it never had a database connection.
+    not_run: bool,
 }
 
 impl ToolError {
     fn new(kind: ErrorKind, message: String) -> Self {
-        ToolError { kind, message }
+        ToolError {
+            kind,
+            message,
+            not_run: false,
+        }
     }
 }
 
@@ -534,7 +546,10 @@ impl From<StoreError> for ToolError {
         {
             tracing::error!(%error, "unexpected database error");
         }
-        ToolError::new(error.kind(), shorten(&error.to_string(), MESSAGE_CHARS))
+        ToolError {
+            not_run: matches!(error, StoreError::Db(DbError::Unavailable(_))),
+            ..ToolError::new(error.kind(), shorten(&error.to_string(), MESSAGE_CHARS))
+        }
     }
 }
 

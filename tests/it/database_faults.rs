@@ -736,7 +736,8 @@ async fn an_exhausted_pool_fails_fast_with_unavailable_and_recovers() {
         let error = ended.expect_err("a call finding no free connection must fail");
         assert_eq!(
             error,
-            "unavailable: storage unavailable, retry: no database connection became free in time"
+            "unavailable: storage unavailable, nothing was done, retry: no database connection \
+             became free in time"
         );
         assert!(
             elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
@@ -748,6 +749,13 @@ async fn an_exhausted_pool_fails_fast_with_unavailable_and_recovers() {
     eprintln!("the call holding the only connection succeeded after {held_for:?}");
     acknowledged.push(task_of(&held));
     assert!(tasks_titled(&db, starved_title).await.is_empty());
+    // A call that could not start did nothing, and leaves no record (README, "Overload").
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count(&db, &failure_records("unavailable")).await,
+        0,
+        "calls that got no connection are not recorded"
+    );
 
     // With the lock released the one connection serves everyone again.
     acknowledged.push(task_of(
@@ -765,9 +773,10 @@ async fn an_exhausted_pool_fails_fast_with_unavailable_and_recovers() {
         clear_errors: clear,
         writes_lost,
         cross_user: 0,
-        outcome: "--pool-size 1 held by a blocked call: others fail `unavailable: … no database \
-                  connection became free in time` within ~1 s (--pool-timeout 1), write \
-                  nothing, and succeed once it is free",
+        outcome: "--pool-size 1 held by a blocked call: others fail `unavailable: … nothing was \
+                  done … no database connection became free in time` within ~1 s \
+                  (--pool-timeout 1), write nothing, leave no record, and succeed once it is \
+                  free",
     });
 }
 

@@ -33,6 +33,7 @@ mod manifest;
 mod metrics;
 mod migrations;
 mod migrations_deploy;
+mod overload;
 mod persistence;
 mod properties;
 mod quotas;

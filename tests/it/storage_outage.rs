@@ -40,7 +40,9 @@ async fn database_down_gives_retryable_errors_and_the_server_recovers() {
         let args = if tool == "add_task" { args } else { json!({}) };
         let error = client.call_err(tool, args).await;
         assert!(
-            error.starts_with("unavailable: storage unavailable, retry: cannot connect"),
+            error.starts_with(
+                "unavailable: storage unavailable, nothing was done, retry: cannot connect"
+            ),
             "{tool} during the outage said: {error}"
         );
         assert!(

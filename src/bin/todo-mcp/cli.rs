@@ -6,7 +6,7 @@ use todo_mcp::auth::JwtOptions;
 use todo_mcp::store::Quotas;
 use todo_mcp::store::quote;
 use todo_mcp::store::scopes::TodoScope;
-use todo_mcp::transport::http::ConnectionLimits;
+use todo_mcp::transport::http::{AdmissionLimits, ConnectionLimits};
 
 /// Durable tasks and conversation history for AI agents, over MCP.
 ///
@@ -198,6 +198,27 @@ pub struct ConnectionArgs {
         value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize)
     )]
     pub max_connections: usize,
+
+    /// Most MCP requests handled at once [default: 4 × --pool-size]. One more waits for a
+    /// turn while no more than this many others wait; past that, or after
+    /// --max-queue-wait, it gets 503 with Retry-After: 1 and is not run (counted in
+    /// todo_mcp_overload_refusals_total), so what is admitted keeps its normal latency.
+    #[arg(
+        long,
+        env = "TODO_MCP_MAX_IN_FLIGHT",
+        value_name = "N",
+        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize)
+    )]
+    pub max_in_flight: Option<usize>,
+
+    /// Seconds a request waits for a turn (see --max-in-flight) before it is refused.
+    #[arg(
+        long,
+        env = "TODO_MCP_MAX_QUEUE_WAIT",
+        default_value_t = AdmissionLimits::DEFAULT_QUEUE_WAIT.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub max_queue_wait: f64,
 }
 
 /// Where `http` serves Prometheus metrics (`GET /metrics`): nowhere unless asked, since they

@@ -12,7 +12,8 @@ use todo_mcp::db::{Database, DatabaseUrl, PoolOptions, migrations};
 use todo_mcp::store::UserId;
 use todo_mcp::store::users;
 use todo_mcp::transport::http::{
-    AuthMode, ConnectionLimits, HttpOptions, MetricsOptions, MetricsToken, ProtectedResource,
+    AdmissionLimits, AuthMode, ConnectionLimits, HttpOptions, MetricsOptions, MetricsToken,
+    ProtectedResource,
 };
 
 /// jemalloc instead of the system allocator: a call allocates many small, short-lived
@@ -153,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(async move { warming.warm_up().await });
                 AuthMode::Tokens(authenticator)
             };
+            let admission = admission_limits(&connections, server.pool.pool_size)?;
             let connections = connection_limits(&connections, server.pool.pool_size)?;
             let options = HttpOptions {
                 listen,
@@ -163,6 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 quotas: server.quotas.quotas(),
                 metrics,
                 connections,
+                admission,
             };
             todo_mcp::transport::http::serve(db, options).await
         }
@@ -270,6 +273,16 @@ fn connection_limits(args: &ConnectionArgs, pool_size: u32) -> anyhow::Result<Co
     Ok(match todo_mcp::transport::http::raise_open_file_limit() {
         Some(open_files) => limits.within_open_files(open_files, reserved),
         None => limits,
+    })
+}
+
+/// How many MCP requests run at once (by default a few per pooled connection), and how
+/// long one waits for its turn.
+fn admission_limits(args: &ConnectionArgs, pool_size: u32) -> anyhow::Result<AdmissionLimits> {
+    let defaults = AdmissionLimits::for_pool(pool_size);
+    Ok(AdmissionLimits {
+        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
+        max_queue_wait: seconds("--max-queue-wait", args.max_queue_wait)?,
     })
 }
 

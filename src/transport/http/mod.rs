@@ -7,6 +7,7 @@
 //! the page's data requests then pass bearer authentication, which names the user the
 //! request acts for.
 
+mod admission;
 mod auth;
 mod connections;
 mod guard;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admission::AdmissionLimits;
 pub use auth::{AuthMode, ProtectedResource};
 pub use connections::{ConnectionLimits, raise_open_file_limit};
 pub use metrics::{MetricsOptions, MetricsToken};
@@ -70,6 +72,8 @@ pub struct HttpOptions {
     pub metrics: MetricsOptions,
     /// How many connections are held at once, and how long a slow or idle one is kept.
     pub connections: ConnectionLimits,
+    /// How many MCP requests run at once, and how long one waits for a turn.
+    pub admission: AdmissionLimits,
 }
 
 /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
@@ -123,6 +127,8 @@ pub async fn serve(db: Database, options: HttpOptions) -> anyhow::Result<()> {
         address = %listener.local_addr()?,
         auth = %options.auth.describe(),
         max_connections = limits.max_connections,
+        max_in_flight = options.admission.max_in_flight,
+        max_queue_wait_s = options.admission.max_queue_wait.as_secs_f64(),
         header_read_timeout_s = limits.header_read_timeout.as_secs_f64(),
         keep_alive_timeout_s = limits.keep_alive_timeout.as_secs_f64(),
         "serving MCP over HTTP: /mcp (Streamable HTTP), /sse + /message (legacy SSE), /ui (web page)"
@@ -272,13 +278,17 @@ fn router(
         }
         .layer(axum::middleware::from_fn(reply::require_json_body));
     let page = ui::routes(browser, auth_state.clone(), &options.auth);
-    let authenticated =
-        streamable
-            .merge(legacy.routes())
-            .layer(axum::middleware::from_fn_with_state(
-                auth_state,
-                auth::authenticate,
-            ));
+    // Admission first: a request refused for want of capacity costs no token lookup.
+    let authenticated = streamable
+        .merge(legacy.routes())
+        .layer(axum::middleware::from_fn_with_state(
+            auth_state,
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            admission::Admission::new(options.admission),
+            admission::admit,
+        ));
     let mut allowed_hosts = options.allowed_hosts.clone();
     let mut public = Router::new()
         .route("/healthz", get(healthz))

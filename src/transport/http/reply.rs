@@ -32,6 +32,10 @@ pub fn refusal(status: StatusCode, code: i64, message: &str) -> Response {
 
 pub use crate::transport::jsonrpc::INVALID_REQUEST;
 
+/// JSON-RPC's implementation-defined server error: the server is over capacity and did not
+/// run the request (sent with 503 and `Retry-After`).
+pub const SERVER_BUSY: i64 = -32000;
+
 /// All a caller not yet signed in learns of an outage: the detail goes to the log.
 pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry";
 
