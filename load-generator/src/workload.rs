@@ -273,6 +273,14 @@ impl ClientScript {
         let is_tool = matches!(call.request, Request::Tool { .. });
         let value = match result {
             Ok(value) => value,
+            // A call that got no database connection did nothing and has no record
+            // (README, "The audit trail"): its answer says so.
+            Err(CallError::Tool(text))
+                if text.starts_with("unavailable:") && text.contains("nothing was done") =>
+            {
+                *self.ledger.not_run.entry(label).or_default() += 1;
+                return None;
+            }
             Err(CallError::Tool(_)) => {
                 *self.ledger.failed.entry(label).or_default() += 1;
                 return None;
@@ -362,6 +370,8 @@ pub struct Ledger {
     pub succeeded: BTreeMap<&'static str, u64>,
     /// Tool calls answered with a tool error: each has a failure record, and no change.
     pub failed: BTreeMap<&'static str, u64>,
+    /// Tool calls that did not run (no database connection): no record, no change.
+    pub not_run: BTreeMap<&'static str, u64>,
     /// Calls whose effect is unknown (no answer; a JSON-RPC error, which may leave a
     /// failure record): they may have written.
     pub uncertain: BTreeMap<&'static str, u64>,
