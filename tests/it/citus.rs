@@ -33,7 +33,7 @@ fn node_url(url: &str, host: &str, port: i32, db: &str) -> String {
 }
 
 /// A database of its own on every node of the cluster, with Citus and the cluster's workers
-/// registered in it; dropped on every node by [`CitusDb::drop_everywhere`].
+/// registered in it; dropped on every node when dropped.
 struct CitusDb {
     name: String,
     /// Every node's admin URL (coordinator first), for creating and dropping.
@@ -111,16 +111,13 @@ impl CitusDb {
         }
         CitusDb { name, nodes, url }
     }
+}
 
-    async fn drop_everywhere(self) {
+/// Dropped on every node, also when the test fails half-way.
+impl Drop for CitusDb {
+    fn drop(&mut self) {
         for node in &self.nodes {
-            let client = connect(node).await;
-            run(
-                &client,
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-                node,
-            )
-            .await;
+            crate::support::pg::drop_database_blocking(node, &self.name);
         }
     }
 }
@@ -325,5 +322,4 @@ async fn every_tool_for_two_users_routed_to_one_shard_on_citus() {
     };
     assert_eq!(per_user.len(), 3, "tasks per user: {per_user:?}");
     drop(admin);
-    db.drop_everywhere().await;
 }

@@ -776,42 +776,43 @@ impl PgTestDb {
 
 impl Drop for PgTestDb {
     fn drop(&mut self) {
-        // Drop is synchronous and may run inside (or while unwinding out of) a tokio runtime:
-        // do the async work on a thread with its own runtime and wait a bounded time for it.
-        let admin = self.admin_url.clone();
-        let statement = drop_sql(&self.name);
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("drop-test-db".into())
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            let client = try_connect(&admin).await?;
-                            sql(&client, &statement).await
-                        })
-                    });
-                let _ = done_tx.send(result);
-            });
-        if spawned.is_err() {
-            eprintln!(
-                "todo-mcp tests: could not spawn a thread to drop {}",
-                self.name
-            );
-            return;
-        }
-        match done_rx.recv_timeout(DROP_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("todo-mcp tests: dropping {} failed: {e}", self.name),
-            Err(_) => eprintln!(
-                "todo-mcp tests: dropping {} did not finish within {DROP_TIMEOUT:?}; a later run \
-                 will remove it",
-                self.name
-            ),
-        }
+        drop_database_blocking(&self.admin_url, &self.name);
+    }
+}
+
+/// Drops database `name` on the server of `admin_url`, from synchronous code (a `Drop`) that
+/// may run inside, or while unwinding out of, a tokio runtime: the async work runs on a
+/// thread with its own runtime, waited for a bounded time. Failures are printed, not raised.
+pub fn drop_database_blocking(admin_url: &str, name: &str) {
+    let admin = admin_url.to_owned();
+    let statement = drop_sql(name);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("drop-test-db".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let client = try_connect(&admin).await?;
+                        sql(&client, &statement).await
+                    })
+                });
+            let _ = done_tx.send(result);
+        });
+    if spawned.is_err() {
+        eprintln!("todo-mcp tests: could not spawn a thread to drop {name}");
+        return;
+    }
+    match done_rx.recv_timeout(DROP_TIMEOUT) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("todo-mcp tests: dropping {name} failed: {e}"),
+        Err(_) => eprintln!(
+            "todo-mcp tests: dropping {name} did not finish within {DROP_TIMEOUT:?}; a later run \
+             will remove it"
+        ),
     }
 }
 
