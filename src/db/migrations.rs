@@ -16,7 +16,6 @@ use diesel_async::{
     TransactionManager,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use std::fs::File;
 
 const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -163,7 +162,7 @@ async fn run(url: &DatabaseUrl, operation: Operation) -> Result<Vec<String>, DbE
         DatabaseUrl::Sqlite(path) => {
             sqlite::prepare_file(path)?;
             let lock_path = path.with_extension("migrate.lock");
-            let lock = File::create(&lock_path).map_err(|e| {
+            let lock = sqlite::lock_file(&lock_path).map_err(|e| {
                 DbError::Migration(format!("cannot create {}: {e}", lock_path.display()))
             })?;
             let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))

@@ -112,7 +112,7 @@ fn mode_of(path: &std::path::Path) -> u32 {
 }
 
 /// A SQLite database the server creates (and the folders it makes for it) is its owner's
-/// alone: folders 0700, the file and its WAL 0600, whatever the umask.
+/// alone: folders 0700, the file, its WAL and the migration lock 0600, whatever the umask.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
@@ -128,6 +128,13 @@ async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
     assert_eq!(mode_of(&path), 0o600, "{}", path.display());
     let wal = path.with_extension("db-wal");
     assert_eq!(mode_of(&wal), 0o600, "{}", wal.display());
+    let migration_lock = path.with_extension("migrate.lock");
+    assert_eq!(
+        mode_of(&migration_lock),
+        0o600,
+        "{}",
+        migration_lock.display()
+    );
     client.close().await;
 }
 

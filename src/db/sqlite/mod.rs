@@ -230,6 +230,16 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
+/// Opens (creating it `0600` if missing) the empty file beside the database whose lock
+/// serializes migrations across processes: private like the rest of the folder.
+pub(crate) fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 #[cfg(unix)]
 fn warn_if_others_may_read(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
