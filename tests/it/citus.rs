@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
+use crate::migrations_deploy::split_sql;
 use crate::support::jsonrpc::StatelessCaller;
-use crate::support::pg::connect;
+use crate::support::pg::{connect, database_url};
 use crate::support::samples::{self, Seed};
 use crate::support::{
     McpClient, cli, connect_stdio, create_token, not_run, random_suffix, start_http,
@@ -89,10 +90,10 @@ impl CitusDb {
         for node in &nodes {
             let client = connect(node).await;
             run(&client, &format!("CREATE DATABASE {name}"), node).await;
-            let in_db = connect(&with_db(node, &name)).await;
+            let in_db = connect(&database_url(node, &name)).await;
             run(&in_db, "CREATE EXTENSION citus", node).await;
         }
-        let url = with_db(&nodes[0], &name);
+        let url = database_url(&nodes[0], &name);
         let coordinator_db = connect(&url).await;
         run(
             &coordinator_db,
@@ -120,25 +121,6 @@ impl Drop for CitusDb {
             crate::support::pg::drop_database_blocking(node, &self.name);
         }
     }
-}
-
-fn with_db(node: &str, db: &str) -> String {
-    let (base, _) = node.rsplit_once('/').expect("a node URL with a database");
-    format!("{base}/{db}")
-}
-
-/// The statements of a script without dollar quotes, each without its comments.
-fn statements(script: &str) -> Vec<String> {
-    let code: String = script
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    code.split(';')
-        .map(str::trim)
-        .filter(|statement| !statement.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn run(client: &Client, sql: &str, node: &str) {
@@ -183,7 +165,7 @@ async fn every_tool_for_two_users_routed_to_one_shard_on_citus() {
     let admin = connect(&db.url).await;
     // One statement at a time, as psql sends them: Citus passes DDL on to the workers as
     // the text of the whole query it came in, which must then be one command.
-    for statement in statements(DISTRIBUTE_SQL) {
+    for statement in split_sql(DISTRIBUTE_SQL) {
         run(&admin, &statement, &db.url).await;
     }
     let distributed: i64 = admin

@@ -731,7 +731,7 @@ async fn server_serves_old_data(db: &TestDb, snap: &Snapshot, fixture: &Fixture)
 
 /// The statements of a SQL script, in order, with comments removed. Knows strings, quoted
 /// identifiers, dollar quoting and SQLite trigger bodies (`BEGIN … END`).
-fn split_sql(sql: &str) -> Vec<String> {
+pub(crate) fn split_sql(sql: &str) -> Vec<String> {
     let chars: Vec<char> = sql.chars().collect();
     let mut statements = Vec::new();
     let mut current = String::new();
