@@ -467,6 +467,13 @@ pub enum TxState {
     Pending([String; 3]),
     /// Begun, on the server.
     Open,
+    /// PostgreSQL: begun, and the next statement run with `execute` carries the `COMMIT`
+    /// in its round trip ([`Tx::commit_with_next_statement`]).
+    CommitNext,
+    /// PostgreSQL: the `COMMIT` went out with a statement and failed, or the connection
+    /// broke before its answer ([`DbError::CommitOutcomeUnknown`]); [`Tx::commit`]
+    /// reports it.
+    CommitFailed(DbError),
     /// PostgreSQL: the connection was found closed when the `BEGIN` batch went out, so
     /// nothing ran on it.
     FoundDead,
@@ -485,29 +492,64 @@ impl Tx {
         matches!(self.state, TxState::FoundDead)
     }
 
+    /// Whether the transaction's `COMMIT` went out with a statement and its outcome is
+    /// unknown: the connection broke before its answer.
+    pub fn commit_outcome_unknown(&self) -> bool {
+        matches!(
+            self.state,
+            TxState::CommitFailed(DbError::CommitOutcomeUnknown(_))
+        )
+    }
+
+    /// PostgreSQL: the next statement this transaction runs with `execute` (and nothing
+    /// after it) carries the `COMMIT` in its round trip, pipelined; [`Tx::commit`] then
+    /// reports how that went. For the last statement of a transaction that is sure to end
+    /// in a commit (a call's record). If that statement fails, the `COMMIT` ends the
+    /// aborted transaction as a rollback, and nothing of it is saved. SQLite: nothing
+    /// changes (no round trips to save).
+    ///
+    /// The `COMMIT` is a prepared statement like the one it follows, so the two cannot
+    /// swap places on the wire: diesel-async holds the connection's statement cache
+    /// locked while it prepares a statement and until it sends its Bind/Execute, and a
+    /// statement pipelined behind it waits for that lock (`tests/it/transactions.rs`
+    /// checks the order on fresh connections).
+    pub fn commit_with_next_statement(&mut self) {
+        if let (Conn::Postgres(_), TxState::Open) = (&self.conn, &self.state) {
+            self.state = TxState::CommitNext;
+        }
+    }
+
     /// Commits. A connection lost during COMMIT is reported as
     /// [`DbError::CommitOutcomeUnknown`], never as retryable: the server may have
     /// committed before the connection broke.
     pub async fn commit(mut self) -> Result<(), DbError> {
-        let committed: Result<(), DieselError> = match (&mut self.conn, &self.state) {
+        // The state stays as it is until the COMMIT's answer: a call cancelled meanwhile
+        // leaves the connection marked broken (see `Drop`).
+        let committed: Result<(), DbError> = match (&mut self.conn, &mut self.state) {
             // No transaction, or none was sent: nothing to commit.
             (_, TxState::Autocommit | TxState::Ended)
             | (Conn::Postgres(_), TxState::Pending(_)) => Ok(()),
-            (Conn::Postgres(_), TxState::FoundDead) => {
-                return Err(DbError::StaleConnection(
-                    "the connection was closed before the transaction began".into(),
-                ));
+            (Conn::Postgres(_), TxState::FoundDead) => Err(DbError::StaleConnection(
+                "the connection was closed before the transaction began".into(),
+            )),
+            // The COMMIT went with the last statement, and failed.
+            (Conn::Postgres(_), TxState::CommitFailed(error)) => Err(std::mem::replace(
+                error,
+                DbError::ConnectionLost(String::new()),
+            )),
+            (Conn::Postgres(c), TxState::Open | TxState::CommitNext) => {
+                c.batch_execute("COMMIT").await.map_err(DbError::from)
             }
-            (Conn::Postgres(c), TxState::Open) => c.batch_execute("COMMIT").await,
             (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::commit_transaction(
                     &mut **c,
                 )
                 .await
+                .map_err(DbError::from)
             }
         };
         self.state = TxState::Ended;
-        committed.map_err(|error| match DbError::from(error) {
+        committed.map_err(|error| match error {
             DbError::ConnectionLost(message) => DbError::CommitOutcomeUnknown(message),
             other => other,
         })
@@ -515,9 +557,16 @@ impl Tx {
 
     pub async fn rollback(mut self) -> Result<(), DbError> {
         match (&mut self.conn, &self.state) {
+            // The pipelined COMMIT ended it already (as a rollback, if its statement
+            // failed).
             (_, TxState::Autocommit | TxState::Ended)
-            | (Conn::Postgres(_), TxState::Pending(_) | TxState::FoundDead) => {}
-            (Conn::Postgres(c), TxState::Open) => c.batch_execute("ROLLBACK").await?,
+            | (
+                Conn::Postgres(_),
+                TxState::Pending(_) | TxState::FoundDead | TxState::CommitFailed(_),
+            ) => {}
+            (Conn::Postgres(c), TxState::Open | TxState::CommitNext) => {
+                c.batch_execute("ROLLBACK").await?
+            }
             (Conn::Sqlite(c), _) => {
                 <sqlite::Connection as AsyncConnection>::TransactionManager::rollback_transaction(
                     &mut **c,
@@ -535,7 +584,9 @@ impl Drop for Tx {
     /// must not go back to the pool: marking the connection's transaction state broken
     /// makes the pool discard it. (SQLite's transaction manager tracks its own.)
     fn drop(&mut self) {
-        if let (Conn::Postgres(c), TxState::Open) = (&mut self.conn, &self.state) {
+        if let (Conn::Postgres(c), TxState::Open | TxState::CommitNext) =
+            (&mut self.conn, &self.state)
+        {
             <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut **c)
                 .set_in_error();
         }

@@ -1,6 +1,6 @@
 //! The audit trail: every tool call, success or failure, becomes a `tool` message.
 
-use super::conversations::{Message, insert_record};
+use super::conversations::insert_record;
 use super::{ErrorKind, StoreError, UserTx};
 use crate::db::sql::CachedDsl;
 use crate::on_backend;
@@ -121,16 +121,19 @@ fn serialized_size(value: &Value) -> usize {
     counter.0
 }
 
-/// Writes the record into `conversation` (which must be the transaction user's).
+/// Writes the record into `conversation` (which must be the transaction user's), as the
+/// transaction's last statement: on PostgreSQL the COMMIT that follows goes out with it,
+/// in one round trip ([`crate::db::Tx::commit_with_next_statement`]).
 pub async fn record(
     tx: &mut UserTx,
     conversation: uuid::Uuid,
     call: CallRecord<'_>,
-) -> Result<Message, StoreError> {
+) -> Result<(), StoreError> {
     let (tx, user) = tx.split();
     let content = call.summary().replace('\0', NUL_STANDIN);
     let mut tool_calls = call.into_json();
     replace_nul(&mut tool_calls);
+    tx.commit_with_next_statement();
     insert_record(tx, user, conversation, &content, &tool_calls).await
 }
 

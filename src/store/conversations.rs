@@ -583,16 +583,25 @@ pub(super) async fn insert_record(
     conversation: uuid::Uuid,
     content: &str,
     record: &serde_json::Value,
-) -> Result<Message, StoreError> {
-    let row = Row {
-        kind: KIND_CALL_RECORD,
-        role: "tool",
-        content,
-        record: Some(record),
-        agent_tool_calls: None,
-        tool_call_id: None,
-    };
-    insert_row(tx, user, conversation, row).await
+) -> Result<(), StoreError> {
+    // Executed, with nothing returned: the call's COMMIT may ride with it
+    // (`Tx::commit_with_next_statement`).
+    on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        diesel::insert_into(m::messages)
+            .values((
+                m::conversation_id.eq(DbUuid(conversation)),
+                m::user_id.eq(user.as_str()),
+                m::role.eq("tool"),
+                m::content.eq(content),
+                m::tool_calls.eq(DbJson(record)),
+                m::created_at.eq(DbTime(now())),
+                m::kind.eq(KIND_CALL_RECORD),
+            ))
+            .execute(conn)
+            .await?
+    });
+    Ok(())
 }
 
 const KIND_MESSAGE: &str = "message";

@@ -165,11 +165,15 @@ pub async fn end<T, E: EndsTransaction>(tx: impl Into<Tx>, result: Result<T, E>)
             Ok(value)
         }
         Err(mut error) => {
-            if tx.found_dead()
-                && let Some(db) = error.db_error()
+            if let Some(db) = error.db_error()
                 && let DbError::ConnectionLost(cause) = db
             {
-                *db = DbError::StaleConnection(std::mem::take(cause));
+                if tx.found_dead() {
+                    *db = DbError::StaleConnection(std::mem::take(cause));
+                } else if tx.commit_outcome_unknown() {
+                    // The COMMIT went out with the statement that lost the connection.
+                    *db = DbError::CommitOutcomeUnknown(std::mem::take(cause));
+                }
             }
             if let Err(error) = tx.rollback().await {
                 tracing::warn!(%error, "rollback failed");

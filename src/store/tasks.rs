@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -352,24 +353,14 @@ async fn insert(
         user_id: user.as_str().to_owned(),
         idempotency_key: idempotency.map(|(key, _)| key.to_owned()),
     };
-    let inserted: usize = on_backend!(tx, |conn| {
-        use schema::tasks::dsl as t;
-        diesel::insert_into(t::tasks)
-            .values(&row)
-            .on_conflict((t::user_id, t::idempotency_key))
-            .do_nothing()
-            .execute(conn)
-            .await?
-    });
-    if inserted == 0 {
-        return Ok(None);
-    }
     let request = idempotency.map(|(_, hash)| TaskRequestRow {
         task_id: row.columns.id,
         user_id: row.user_id.clone(),
         request_hash: hash.to_vec(),
     });
-    let count = count_new_task(tx, user, request.as_ref()).await?;
+    let Some(count) = insert_counted(tx, user, &row, request.as_ref()).await? else {
+        return Ok(None);
+    };
     if count > quotas.tasks_per_user {
         return Err(StoreError::QuotaExceeded(format!(
             "you already have {} tasks, the most this server keeps per user: delete some \
@@ -1213,18 +1204,34 @@ pub async fn delete(tx: &mut UserTx, id: uuid::Uuid) -> Result<i64, StoreError> 
     Ok(i64::from(subtasks))
 }
 
-/// Counts a new task for the user (see [`change_task_count`]) and keeps what it was
-/// asked with, if it was added under an idempotency key. On PostgreSQL both are one
-/// statement (a data-modifying CTE), so remembering the request costs no round trip.
-async fn count_new_task(
+/// The statement adding `$by` to `$user`'s task count (locking their row, so concurrent
+/// adds count one at a time) and returning the new count, for either backend.
+macro_rules! task_count_update {
+    ($user:expr, $by:expr) => {{
+        use $crate::db::schema::users::dsl as u;
+        diesel::update(u::users.filter(u::id.eq($user.as_str())))
+            .set(u::task_count.eq(u::task_count + $by))
+            .returning(u::task_count)
+            .cached()
+    }};
+}
+
+/// Inserts a task row and counts it against its user's task count, keeping its request
+/// (for idempotent replays) when it has a key: the user's new count, or `None` when the
+/// key was used before (nothing was written). On PostgreSQL the insert and the count go
+/// out together, in one round trip, the count acting only if the task row is there.
+async fn insert_counted(
     tx: &mut Tx,
     user: &UserId,
+    row: &TaskRow,
     request: Option<&TaskRequestRow>,
-) -> Result<i32, StoreError> {
-    let Some(request) = request else {
-        return change_task_count(tx, user, 1).await;
-    };
-    match &mut tx.conn {
+) -> Result<Option<i32>, StoreError> {
+    use crate::db::schema::tasks::dsl as t;
+    let insert = diesel::insert_into(t::tasks)
+        .values(row)
+        .on_conflict((t::user_id, t::idempotency_key))
+        .do_nothing();
+    let (inserted, count) = match &mut tx.conn {
         Conn::Postgres(pooled) => {
             #[derive(QueryableByName)]
             struct Counted {
@@ -1232,31 +1239,70 @@ async fn count_new_task(
                 task_count: i32,
             }
             let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
-            let counted: Option<Counted> = diesel::sql_query(
-                "WITH request AS (INSERT INTO task_requests (task_id, user_id, request_hash) \
-                 VALUES ($1, $2, $3)) \
-                 UPDATE users SET task_count = task_count + 1 WHERE id = $2 RETURNING task_count",
-            )
-            .bind::<crate::db::sql_types_by_backend::Id, _>(request.task_id)
-            .bind::<Text, _>(&request.user_id)
-            .bind::<diesel::sql_types::Binary, _>(&request.request_hash)
-            .cached()
-            .get_result(&mut session)
-            .await
-            .optional()?;
-            counted
-                .map(|counted| counted.task_count)
-                .ok_or_else(|| StoreError::not_found("user", user))
+            session
+                .pipelined(|conn| {
+                    let (mut first, mut second) = (conn, conn);
+                    async move {
+                        let inserted = insert.execute(&mut first);
+                        let counted = async {
+                            match request {
+                                // The request is kept, and the task counted, only if the
+                                // insert (just before, in this transaction) wrote the row.
+                                Some(request) => diesel::sql_query(
+                                    "WITH request AS (\
+                                       INSERT INTO task_requests (task_id, user_id, request_hash) \
+                                       SELECT $1, $2, $3 WHERE EXISTS \
+                                         (SELECT 1 FROM tasks WHERE user_id = $2 AND id = $1) \
+                                       RETURNING 1) \
+                                     UPDATE users SET task_count = task_count + 1 \
+                                     WHERE id = $2 AND EXISTS (SELECT 1 FROM request) \
+                                     RETURNING task_count",
+                                )
+                                .bind::<crate::db::sql_types_by_backend::Id, _>(request.task_id)
+                                .bind::<Text, _>(&request.user_id)
+                                .bind::<diesel::sql_types::Binary, _>(&request.request_hash)
+                                .cached()
+                                .get_result::<Counted>(&mut second)
+                                .await
+                                .map(|counted| counted.task_count)
+                                .optional(),
+                                None => task_count_update!(user, 1)
+                                    .get_result::<i32>(&mut second)
+                                    .await
+                                    .optional(),
+                            }
+                        };
+                        let (inserted, counted) = futures_util::join!(inserted, counted);
+                        Ok((inserted?, counted?))
+                    }
+                    .boxed()
+                })
+                .await?
         }
-        Conn::Sqlite(_) => {
-            on_backend!(tx, |conn| {
-                diesel::insert_into(schema::task_requests::table)
+        Conn::Sqlite(pooled) => {
+            let conn = &mut **pooled;
+            if insert.execute(conn).await? == 0 {
+                return Ok(None);
+            }
+            if let Some(request) = request {
+                diesel::insert_into(crate::db::schema::task_requests::table)
                     .values(request)
                     .execute(conn)
-                    .await?
-            });
-            change_task_count(tx, user, 1).await
+                    .await?;
+            }
+            (
+                1,
+                task_count_update!(user, 1)
+                    .get_result(conn)
+                    .await
+                    .optional()?,
+            )
         }
+    };
+    match (inserted, count) {
+        (0, _) => Ok(None),
+        (_, Some(count)) => Ok(Some(count)),
+        (_, None) => Err(StoreError::not_found("user", user)),
     }
 }
 
@@ -1264,11 +1310,7 @@ async fn count_new_task(
 /// time) and returns the new count.
 async fn change_task_count(tx: &mut Tx, user: &UserId, by: i32) -> Result<i32, StoreError> {
     let count: Option<i32> = on_backend!(tx, |conn| {
-        use schema::users::dsl as u;
-        diesel::update(u::users.filter(u::id.eq(user.as_str())))
-            .set(u::task_count.eq(u::task_count + by))
-            .returning(u::task_count)
-            .cached()
+        task_count_update!(user, by)
             .get_result(conn)
             .await
             .optional()?

@@ -133,3 +133,92 @@ async fn ping_reaches_the_database() {
         "unclear error: {error}"
     );
 }
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Probe {
+    #[diesel(sql_type = Text)]
+    user_id: String,
+    #[diesel(sql_type = BigInt)]
+    txid: i64,
+}
+
+/// Writes what the statement saw (its transaction and user) into `commit_probe`, with a
+/// SQL text of its own for each `variant`: a statement the connection never prepared.
+async fn probe(tx: &mut Tx, variant: &str) -> Result<usize, todo_mcp::db::DbError> {
+    let sql = format!(
+        "INSERT INTO commit_probe (variant, user_id, txid) \
+         SELECT '{variant}', coalesce(current_setting('todo.user_id', true), ''), txid_current()"
+    );
+    Ok(on_backend!(tx, |conn| {
+        use todo_mcp::db::sql::CachedDsl;
+        diesel::sql_query(sql).cached().execute(conn).await?
+    }))
+}
+
+async fn probed(db: &Database, variant: &str) -> Vec<Probe> {
+    let mut tx = db.begin(Scope::System).await.expect("begin");
+    let rows = on_backend!(tx, |conn| {
+        diesel::sql_query("SELECT user_id, txid FROM commit_probe WHERE variant = $1")
+            .bind::<Text, _>(variant)
+            .load(conn)
+            .await
+            .expect("reading the probes")
+    });
+    tx.rollback().await.expect("rollback");
+    rows
+}
+
+/// The COMMIT that rides with a transaction's last statement goes after it on the wire,
+/// whether either was prepared on the connection before: were it to overtake, the
+/// statement would run in a transaction of its own, without the user's `SET LOCAL`.
+#[tokio::test]
+async fn the_commit_pipelined_with_the_last_statement_follows_it() {
+    let pg = PgTestDb::new().await;
+    let db = single_connection_pool(&pg).await;
+    let mut tx = db.begin(Scope::System).await.expect("begin");
+    on_backend!(tx, |conn| {
+        diesel::sql_query("CREATE TABLE commit_probe (variant text, user_id text, txid bigint)")
+            .execute(conn)
+            .await
+            .expect("probe table")
+    });
+    tx.commit().await.expect("commit");
+
+    // Neither prepared yet; then both; then a new statement behind the prepared COMMIT.
+    for variant in ["fresh", "fresh", "new text"] {
+        let mut tx = db.begin(Scope::User("alice")).await.expect("begin");
+        let opened = session_of(&mut tx).await;
+        tx.commit_with_next_statement();
+        assert_eq!(probe(&mut tx, variant).await.expect("probe"), 1);
+        tx.commit().await.expect("the pipelined commit");
+        let seen = probed(&db, variant).await;
+        assert!(
+            seen.contains(&Probe {
+                user_id: "alice".into(),
+                txid: opened.txid
+            }),
+            "{variant}: the last statement did not run in its transaction: {seen:?} \
+             (opened as {opened:?})"
+        );
+    }
+
+    // A last statement that fails: the COMMIT ends the aborted transaction, so nothing of
+    // it is kept, and the connection serves the next transaction cleanly.
+    let mut tx = db.begin(Scope::User("bob")).await.expect("begin");
+    let opened = session_of(&mut tx).await;
+    probe(&mut tx, "rolled back").await.expect("probe");
+    tx.commit_with_next_statement();
+    let failed = on_backend!(tx, |conn| {
+        diesel::sql_query("INSERT INTO commit_probe (txid) VALUES (1 / 0)")
+            .execute(conn)
+            .await
+    });
+    assert!(failed.is_err(), "division by zero succeeded");
+    tx.rollback().await.expect("nothing left to roll back");
+    assert_eq!(probed(&db, "rolled back").await, vec![]);
+    let mut tx = db.begin(Scope::User("carol")).await.expect("begin");
+    let next = session_of(&mut tx).await;
+    assert_eq!(next.backend, opened.backend, "the connection was discarded");
+    assert_eq!(next.user_id, "carol");
+    tx.commit().await.expect("commit");
+}

@@ -2,9 +2,11 @@
 //! real network fault behind "the connection broke before / during COMMIT".
 //!
 //! [`FaultProxy::start`] listens on `127.0.0.1:0` and relays every connection to the real
-//! server byte for byte. [`FaultProxy::arm`] names bytes to watch for in what a client sends
-//! (`b"COMMIT"`, `b"INSERT INTO \"tasks\""`): the first client→server chunk containing them
-//! cuts that connection, once, either
+//! server byte for byte. [`FaultProxy::arm`] names SQL to watch for in what a client runs
+//! (`b"COMMIT"`, `b"INSERT INTO \"tasks\""`): the proxy reads the client's messages, and
+//! the first client→server chunk that runs a statement whose text contains it (a simple
+//! query, or the Bind of a prepared statement, named by the Parse that prepared it,
+//! maybe long before) cuts that connection, once, either
 //! * [`Cut::AfterForwarding`]: the chunk reaches PostgreSQL, which runs it (a COMMIT
 //!   commits), but its reply is thrown away and the client's socket is closed: the
 //!   acknowledgement is lost; or
@@ -14,6 +16,7 @@
 //! On the PostgreSQL side the proxy half-closes (FIN, never RST) and reads the server's
 //! replies to the end, so what was forwarded is surely read and run.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,20 +170,20 @@ async fn relay(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
     ));
 
     let mut buf = vec![0u8; 64 * 1024];
-    // The end of what was forwarded, so a needle split across two reads is still seen.
-    let mut carry: Vec<u8> = Vec::new();
+    let mut messages = Frontend::default();
     loop {
         let n = match client_r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let chunk = &buf[..n];
+        let run = messages.statements_run(chunk);
         let triggered = {
             let mut armed = shared.armed.lock().unwrap_or_else(|p| p.into_inner());
-            if armed
-                .as_ref()
-                .is_some_and(|a| contains_across(&carry, chunk, &a.needle))
-            {
+            if armed.as_ref().is_some_and(|a| {
+                run.iter()
+                    .any(|sql| sql.windows(a.needle.len()).any(|w| w == a.needle))
+            }) {
                 armed.take()
             } else {
                 None
@@ -191,9 +194,6 @@ async fn relay(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
                 if server_w.write_all(chunk).await.is_err() {
                     break;
                 }
-                carry.extend_from_slice(chunk);
-                let excess = carry.len().saturating_sub(CARRY);
-                carry.drain(..excess);
             }
             Some(armed) => {
                 // Stop relaying replies *before* PostgreSQL can have answered this chunk.
@@ -248,17 +248,63 @@ async fn server_to_client(
     }
 }
 
-/// How many bytes of what was already forwarded are kept to find a needle split across reads.
-const CARRY: usize = 256;
+/// The client's side of the wire protocol, read as it passes: which statements each chunk
+/// runs, by their SQL.
+#[derive(Default)]
+struct Frontend {
+    /// Bytes of a message not complete yet.
+    pending: Vec<u8>,
+    /// Past the startup packet (and any SSL/GSS request before it).
+    started: bool,
+    /// The SQL of each statement prepared on this connection, by name.
+    prepared: HashMap<Vec<u8>, Vec<u8>>,
+}
 
-/// Whether `needle` ends inside `chunk`, possibly starting in the `before` it (what was
-/// already forwarded). A needle wholly inside `before` was seen then, and does not count.
-fn contains_across(before: &[u8], chunk: &[u8], needle: &[u8]) -> bool {
-    if needle.is_empty() {
-        return false;
+impl Frontend {
+    /// The SQL of every statement that the messages completed by `chunk` run: simple
+    /// queries, and prepared statements bound.
+    fn statements_run(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let mut run = Vec::new();
+        loop {
+            // Startup-phase messages have no type byte: a length, then a code.
+            let header = if self.started { 5 } else { 4 };
+            if self.pending.len() < header {
+                break;
+            }
+            let length_at = header - 4;
+            let mut length = [0u8; 4];
+            length.copy_from_slice(&self.pending[length_at..header]);
+            let total = length_at + u32::from_be_bytes(length) as usize;
+            if total < header || self.pending.len() < total {
+                break;
+            }
+            let message: Vec<u8> = self.pending.drain(..total).collect();
+            if !self.started {
+                // SSLRequest and GSSENCRequest come before the startup packet proper.
+                let code = message
+                    .get(4..8)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                self.started = !matches!(code, Some(80_877_103 | 80_877_104));
+                continue;
+            }
+            let mut fields = message[5..].split(|byte| *byte == 0);
+            match message[0] {
+                b'Q' => run.extend(fields.next().map(<[u8]>::to_vec)),
+                b'P' => {
+                    if let (Some(name), Some(sql)) = (fields.next(), fields.next()) {
+                        // Only prepared: it runs when bound.
+                        self.prepared.insert(name.to_vec(), sql.to_vec());
+                    }
+                }
+                b'B' => {
+                    if let (Some(_portal), Some(name)) = (fields.next(), fields.next()) {
+                        run.extend(self.prepared.get(name).cloned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        run
     }
-    let reach = (needle.len() - 1).min(before.len());
-    let mut window = before[before.len() - reach..].to_vec();
-    window.extend_from_slice(chunk);
-    window.windows(needle.len()).any(|w| w == needle)
 }

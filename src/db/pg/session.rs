@@ -1,6 +1,7 @@
 //! A PostgreSQL transaction's connection, whose `BEGIN` travels with its first statement.
 
-use crate::db::{TxState, is_connection_loss};
+use crate::db::sql::CachedDsl;
+use crate::db::{DbError, TxState, is_connection_loss};
 use diesel::QueryResult;
 use diesel::pg::Pg;
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
@@ -26,6 +27,22 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     pub fn new(conn: &'a mut AsyncPgConnection, state: &'a mut TxState) -> Self {
         Session { conn, state }
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Runs what `statements` sends on the shared connection (several statements joined,
+    /// so that they go out together: one round trip), preceded on the wire by the pending
+    /// opening statements, if any. Statements prepared through diesel-async reach the
+    /// server in the order they are first polled (see
+    /// [`crate::db::Tx::commit_with_next_statement`] for why).
+    pub fn pipelined<'c, R: Send + 'c>(
+        &'c mut self,
+        statements: impl FnOnce(&'c AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>>,
+    ) -> BoxFuture<'c, QueryResult<R>> {
+        let conn: &'c AsyncPgConnection = self.conn;
+        let statements = statements(conn);
+        after_opening(conn, self.state, statements)
     }
 }
 
@@ -105,6 +122,40 @@ impl AsyncConnectionCore for Session<'_> {
     {
         let conn: &'conn AsyncPgConnection = self.conn;
         let statement = AsyncConnectionCore::execute_returning_count(&mut { conn }, source);
+        if matches!(self.state, TxState::CommitNext) {
+            return with_commit(conn, self.state, statement);
+        }
         after_opening(conn, self.state, statement)
     }
+}
+
+/// Runs `statement` with the transaction's `COMMIT` pipelined behind it, and leaves in
+/// `state` how the COMMIT went ([`crate::db::Tx::commit_with_next_statement`]). The
+/// statement's own result is returned; a COMMIT that failed is [`crate::db::Tx::commit`]'s
+/// to report.
+fn with_commit<'c>(
+    conn: &'c AsyncPgConnection,
+    state: &'c mut TxState,
+    statement: BoxFuture<'c, QueryResult<usize>>,
+) -> BoxFuture<'c, QueryResult<usize>> {
+    // Prepared, like `statement`: see `commit_with_next_statement` for why the order holds.
+    let commit = AsyncConnectionCore::execute_returning_count(
+        &mut { conn },
+        diesel::sql_query("COMMIT").cached(),
+    );
+    async move {
+        let (result, committed) = futures_util::join!(statement, commit);
+        *state = match (&result, committed) {
+            // Both went out: the COMMIT may have run before the connection broke.
+            (Err(error), _) if is_connection_loss(error) => {
+                TxState::CommitFailed(DbError::CommitOutcomeUnknown(error.to_string()))
+            }
+            // The statement failed, so its transaction was aborted, and the COMMIT ended
+            // it as a rollback.
+            (Err(_), _) | (Ok(_), Ok(_)) => TxState::Ended,
+            (Ok(_), Err(error)) => TxState::CommitFailed(DbError::from(error)),
+        };
+        result
+    }
+    .boxed()
 }
