@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// A statement as the server sent it: its SQL and its parameters as SQL literals.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
-    /// A simple-protocol query (BEGIN batches, COMMIT, ROLLBACK).
+    /// A simple-protocol query (BEGIN and its SET LOCALs, ROLLBACK, an unpipelined COMMIT).
     Simple(String),
     /// An extended-protocol statement, executed once.
     Prepared { sql: String, params: Vec<Literal> },
@@ -201,7 +201,11 @@ impl Captured {
                     (None, Statement::Simple(sql)) if is_begin(sql) => {
                         open = Some((user_in_begin, sequence, vec![statement.clone()]));
                     }
-                    (Some((_, _, body)), Statement::Simple(sql)) if is_end(sql) => {
+                    // The server's COMMIT is prepared, pipelined behind the call's record.
+                    (
+                        Some((_, _, body)),
+                        Statement::Simple(sql) | Statement::Prepared { sql, .. },
+                    ) if is_end(sql) => {
                         body.push(statement.clone());
                         let Some((user, began, statements)) = open.take() else {
                             continue;

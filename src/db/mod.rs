@@ -322,7 +322,11 @@ impl Database {
                 TxState::Open
             }
         };
-        Ok(Tx { conn, state })
+        Ok(Tx {
+            conn,
+            state,
+            behind_pooler: self.behind_pooler,
+        })
     }
 
     /// The pool's state now, for the metrics (read at scrape time: nothing is counted on
@@ -371,6 +375,7 @@ impl Database {
         Ok(Tx {
             conn: self.checkout().await?,
             state: TxState::Autocommit,
+            behind_pooler: false,
         })
     }
 
@@ -455,6 +460,10 @@ pub struct Tx {
     /// Where the transaction stands (advanced by [`pg::Session`] in [`on_backend!`]).
     #[doc(hidden)]
     pub state: TxState,
+    /// Behind a transaction-mode pooler, each statement is prepared and closed within its
+    /// transaction; a COMMIT pipelined behind one would leave its Close (and its own) for
+    /// after the transaction, on whatever server connection the pooler gives next.
+    behind_pooler: bool,
 }
 
 /// Where a [`Tx`] stands.
@@ -506,7 +515,7 @@ impl Tx {
     /// reports how that went. For the last statement of a transaction that is sure to end
     /// in a commit (a call's record). If that statement fails, the `COMMIT` ends the
     /// aborted transaction as a rollback, and nothing of it is saved. SQLite: nothing
-    /// changes (no round trips to save).
+    /// changes (no round trips to save), nor behind a transaction-mode pooler.
     ///
     /// The `COMMIT` is a prepared statement like the one it follows, so the two cannot
     /// swap places on the wire: diesel-async holds the connection's statement cache
@@ -514,7 +523,9 @@ impl Tx {
     /// statement pipelined behind it waits for that lock (`tests/it/transactions.rs`
     /// checks the order on fresh connections).
     pub fn commit_with_next_statement(&mut self) {
-        if let (Conn::Postgres(_), TxState::Open) = (&self.conn, &self.state) {
+        if let (Conn::Postgres(_), TxState::Open, false) =
+            (&self.conn, &self.state, self.behind_pooler)
+        {
             self.state = TxState::CommitNext;
         }
     }
