@@ -2,9 +2,11 @@
 
 use super::conversations::insert_record;
 use super::{ErrorKind, StoreError, UserTx};
+use crate::db::DbError;
 use crate::db::sql::CachedDsl;
 use crate::on_backend;
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -134,7 +136,17 @@ pub async fn record(
     let mut tool_calls = call.into_json();
     replace_nul(&mut tool_calls);
     tx.commit_with_next_statement();
-    insert_record(tx, user, conversation, &content, &tool_calls).await
+    insert_record(tx, user, conversation, &content, &tool_calls)
+        .await
+        .map_err(|error| match error {
+            // The only key a record refers to besides its user: the conversation, which
+            // is not the user's (or no longer exists).
+            StoreError::Db(DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ))) => StoreError::not_found("conversation", conversation),
+            other => other,
+        })
 }
 
 /// Counts a failure record against its user's budget for this hour

@@ -367,6 +367,15 @@ async fn every_call_is_recorded_where_and_as_it_happened(db: TestDb) {
         )
         .await;
     assert_eq!(message, format!("conversation {unknown_chat} not found"));
+    // Found when its record is written, after the task's insert: rolled back with it.
+    let listed = s
+        .ok(Activity, "list_tasks", json!({ "query": "bread" }))
+        .await;
+    assert_eq!(
+        listed["tasks"],
+        json!([]),
+        "the refused call's task was kept"
+    );
     s.err(
         Activity,
         "list_tasks",
