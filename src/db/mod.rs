@@ -543,11 +543,11 @@ impl Tx {
             (Conn::Postgres(_), TxState::FoundDead) => Err(DbError::StaleConnection(
                 "the connection was closed before the transaction began".into(),
             )),
-            // The COMMIT went with the last statement, and failed.
-            (Conn::Postgres(_), TxState::CommitFailed(error)) => Err(std::mem::replace(
-                error,
-                DbError::ConnectionLost(String::new()),
-            )),
+            // The COMMIT went with the last statement, and failed. (What is left in its
+            // place is replaced by `Ended` below.)
+            (Conn::Postgres(_), TxState::CommitFailed(error)) => {
+                Err(std::mem::replace(error, DbError::Contention(String::new())))
+            }
             (Conn::Postgres(c), TxState::Open | TxState::CommitNext) => {
                 c.batch_execute("COMMIT").await.map_err(DbError::from)
             }

@@ -28,9 +28,7 @@ impl<'a> Session<'a> {
     pub fn new(conn: &'a mut AsyncPgConnection, state: &'a mut TxState) -> Self {
         Session { conn, state }
     }
-}
 
-impl<'a> Session<'a> {
     /// Runs what `statements` sends on the shared connection (several statements joined,
     /// so that they go out together: one round trip), preceded on the wire by the pending
     /// opening statements, if any. Statements prepared through diesel-async reach the
