@@ -446,74 +446,8 @@ pub(super) async fn find(
         .ok_or_else(|| StoreError::not_found("conversation", id))
 }
 
-/// The statement counting `$added` appends to conversation `$id` of `$user` (locking its
-/// row, bumping `updated_at` to `$at`), returning its status and new count.
-macro_rules! count_appends_statement {
-    ($user:expr, $id:expr, $added:expr, $at:expr) => {{
-        use $crate::db::schema::conversations::dsl as c;
-        diesel::update(
-            c::conversations
-                .filter(c::id.eq(DbUuid($id)))
-                .filter(c::user_id.eq($user.as_str())),
-        )
-        .set((
-            c::updated_at.eq(DbTime($at)),
-            c::message_count.eq(c::message_count + $added),
-        ))
-        .returning((c::status, c::message_count))
-        .cached()
-    }};
-}
-
-/// The statement inserting message `$new` (a [`Row`]) into conversation `$conversation`
-/// of `$user` at `$at` (or with `created_at = ` an expression), returning the stored row.
-macro_rules! insert_row_statement {
-    ($user:expr, $conversation:expr, $new:expr, created_at = $created_at:expr) => {{
-        use $crate::db::schema::messages::dsl as m;
-        let new: Row<'_> = $new;
-        diesel::insert_into(m::messages)
-            .values((
-                m::conversation_id.eq(DbUuid($conversation)),
-                m::user_id.eq($user.as_str()),
-                m::role.eq(new.role),
-                m::content.eq(new.content),
-                m::tool_calls.eq(new.record.map(DbJson)),
-                m::created_at.eq($created_at),
-                m::kind.eq(new.kind),
-                m::agent_tool_calls.eq(new.agent_tool_calls.map(DbJson)),
-                m::tool_call_id.eq(new.tool_call_id),
-            ))
-            .returning(MessageRow::as_returning())
-    }};
-    ($user:expr, $conversation:expr, $new:expr, $at:expr) => {
-        insert_row_statement!($user, $conversation, $new, created_at = DbTime($at))
-    };
-}
-
-/// `$at`, or the time of the conversation's last message if that is later, for
-/// `insert_row_statement!`'s `created_at` on PostgreSQL. An append's time is read before
-/// its count waits for the conversation's lock; taken as is, a message could be older than
-/// the one before it. Its insert runs after the count (holding the lock), so the last
-/// message it sees is the one before it in id order.
-macro_rules! not_before_last {
-    ($user:expr, $conversation:expr, $at:expr) => {{
-        use $crate::db::sql_types_by_backend::{Id, Instant};
-        diesel::dsl::sql::<Instant>("GREATEST(")
-            .bind::<Instant, _>(DbTime($at))
-            .sql(", (SELECT created_at FROM messages WHERE user_id = ")
-            .bind::<diesel::sql_types::Text, _>($user.as_str())
-            .sql(" AND conversation_id = ")
-            .bind::<Id, _>(DbUuid($conversation))
-            .sql(" ORDER BY id DESC LIMIT 1))")
-    }};
-}
-
 /// Appends a message. The conversation's row is updated first, which locks it, so
 /// appends to one conversation commit one at a time and in id order.
-///
-/// On PostgreSQL the count and the insert go out together, one round trip: the count still
-/// runs first on the server, and a count that refuses (an unknown or archived conversation,
-/// the quota) fails the call, whose rollback takes the inserted row with it.
 pub async fn append_message(
     tx: &mut UserTx,
     conversation: uuid::Uuid,
@@ -522,39 +456,8 @@ pub async fn append_message(
 ) -> Result<Message, StoreError> {
     let (tx, user) = tx.split();
     check_message(message, quotas)?;
-    let Conn::Postgres(pooled) = &mut tx.conn else {
-        make_room(tx, user, conversation, 1, quotas).await?;
-        return insert_message(tx, user, conversation, message).await;
-    };
-    let calls = agent_tool_calls(message);
-    let row = message_row(message, calls.as_ref());
-    let at = now();
-    let mut session = crate::db::pg::Session::new(pooled, &mut tx.state);
-    let (counted, inserted) = session
-        .pipelined(|conn| {
-            let (mut first, mut second) = (conn, conn);
-            async move {
-                let (counted, inserted) = futures_util::join!(
-                    count_appends_statement!(user, conversation, 1, at)
-                        .get_result::<(String, i32)>(&mut first),
-                    insert_row_statement!(
-                        user,
-                        conversation,
-                        row,
-                        created_at = not_before_last!(user, conversation, at)
-                    )
-                    .cached()
-                    .get_result::<MessageRow>(&mut second)
-                );
-                Ok((counted.optional()?, inserted))
-            }
-            .boxed()
-        })
-        .await?;
-    let (status, appended) =
-        counted.ok_or_else(|| StoreError::not_found("conversation", conversation))?;
-    check_room(conversation, &status, appended, quotas)?;
-    Ok(inserted?.into())
+    make_room(tx, user, conversation, 1, quotas).await?;
+    insert_message(tx, user, conversation, message).await
 }
 
 /// Counts `added` messages about to be appended, locking the conversation: refused past
@@ -567,17 +470,6 @@ pub(super) async fn make_room(
     quotas: &Quotas,
 ) -> Result<(), StoreError> {
     let (status, appended) = count_appends(tx, user, conversation, added).await?;
-    check_room(conversation, &status, appended, quotas)
-}
-
-/// Refuses appends past the quota (`appended`: the count with them) or to an archived
-/// conversation.
-fn check_room(
-    conversation: uuid::Uuid,
-    status: &str,
-    appended: i32,
-    quotas: &Quotas,
-) -> Result<(), StoreError> {
     if appended > quotas.messages_per_conversation {
         return Err(StoreError::QuotaExceeded(format!(
             "conversation {conversation} would then hold {appended} messages; this server \
@@ -664,10 +556,21 @@ pub(super) async fn count_appends(
 ) -> Result<(String, i32), StoreError> {
     let at = now();
     let counted: Option<(String, i32)> = on_backend!(tx, |conn| {
-        count_appends_statement!(user, id, added, at)
-            .get_result(conn)
-            .await
-            .optional()?
+        use schema::conversations::dsl as c;
+        diesel::update(
+            c::conversations
+                .filter(c::id.eq(DbUuid(id)))
+                .filter(c::user_id.eq(user.as_str())),
+        )
+        .set((
+            c::updated_at.eq(DbTime(at)),
+            c::message_count.eq(c::message_count + added),
+        ))
+        .returning((c::status, c::message_count))
+        .cached()
+        .get_result(conn)
+        .await
+        .optional()?
     });
     counted.ok_or_else(|| StoreError::not_found("conversation", id))
 }
@@ -680,28 +583,25 @@ pub(super) async fn insert_message(
     conversation: uuid::Uuid,
     message: &NewMessage,
 ) -> Result<Message, StoreError> {
-    let calls = agent_tool_calls(message);
-    insert_row(tx, user, conversation, message_row(message, calls.as_ref())).await
-}
-
-/// An agent message's own tool calls, as stored.
-fn agent_tool_calls(message: &NewMessage) -> Option<serde_json::Value> {
-    message
+    let calls = message
         .tool_calls
         .as_ref()
         .filter(|calls| !calls.is_empty())
-        .map(|calls| serde_json::to_value(calls).unwrap_or_default())
-}
-
-fn message_row<'a>(message: &'a NewMessage, calls: Option<&'a serde_json::Value>) -> Row<'a> {
-    Row {
-        kind: KIND_MESSAGE,
-        role: message.role.as_str(),
-        content: &message.content,
-        record: None,
-        agent_tool_calls: calls,
-        tool_call_id: message.tool_call_id.as_deref(),
-    }
+        .map(|calls| serde_json::to_value(calls).unwrap_or_default());
+    insert_row(
+        tx,
+        user,
+        conversation,
+        Row {
+            kind: KIND_MESSAGE,
+            role: message.role.as_str(),
+            content: &message.content,
+            record: None,
+            agent_tool_calls: calls.as_ref(),
+            tool_call_id: message.tool_call_id.as_deref(),
+        },
+    )
+    .await
 }
 
 /// Inserts the server's record of a tool call.
@@ -752,7 +652,20 @@ async fn insert_row(
 ) -> Result<Message, StoreError> {
     let at = now();
     let row: MessageRow = on_backend!(tx, |conn| {
-        insert_row_statement!(user, conversation, new, at)
+        use schema::messages::dsl as m;
+        diesel::insert_into(m::messages)
+            .values((
+                m::conversation_id.eq(DbUuid(conversation)),
+                m::user_id.eq(user.as_str()),
+                m::role.eq(new.role),
+                m::content.eq(new.content),
+                m::tool_calls.eq(new.record.map(DbJson)),
+                m::created_at.eq(DbTime(at)),
+                m::kind.eq(new.kind),
+                m::agent_tool_calls.eq(new.agent_tool_calls.map(DbJson)),
+                m::tool_call_id.eq(new.tool_call_id),
+            ))
+            .returning(MessageRow::as_returning())
             .get_result(conn)
             .await?
     });
