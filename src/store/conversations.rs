@@ -588,20 +588,24 @@ pub(super) async fn insert_message(
         .as_ref()
         .filter(|calls| !calls.is_empty())
         .map(|calls| serde_json::to_value(calls).unwrap_or_default());
-    insert_row(
-        tx,
-        user,
-        conversation,
-        Row {
-            kind: KIND_MESSAGE,
-            role: message.role.as_str(),
-            content: &message.content,
-            record: None,
-            agent_tool_calls: calls.as_ref(),
-            tool_call_id: message.tool_call_id.as_deref(),
-        },
-    )
-    .await
+    let row: MessageRow = on_backend!(tx, |conn| {
+        use schema::messages::dsl as m;
+        diesel::insert_into(m::messages)
+            .values((
+                m::conversation_id.eq(DbUuid(conversation)),
+                m::user_id.eq(user.as_str()),
+                m::role.eq(message.role.as_str()),
+                m::content.eq(&message.content),
+                m::created_at.eq(DbTime(now())),
+                m::kind.eq(KIND_MESSAGE),
+                m::agent_tool_calls.eq(calls.as_ref().map(DbJson)),
+                m::tool_call_id.eq(message.tool_call_id.as_deref()),
+            ))
+            .returning(MessageRow::as_returning())
+            .get_result(conn)
+            .await?
+    });
+    Ok(row.into())
 }
 
 /// Inserts the server's record of a tool call.
@@ -634,43 +638,6 @@ pub(super) async fn insert_record(
 
 const KIND_MESSAGE: &str = "message";
 const KIND_CALL_RECORD: &str = "call_record";
-
-struct Row<'a> {
-    kind: &'static str,
-    role: &'a str,
-    content: &'a str,
-    record: Option<&'a serde_json::Value>,
-    agent_tool_calls: Option<&'a serde_json::Value>,
-    tool_call_id: Option<&'a str>,
-}
-
-async fn insert_row(
-    tx: &mut Tx,
-    user: &UserId,
-    conversation: uuid::Uuid,
-    new: Row<'_>,
-) -> Result<Message, StoreError> {
-    let at = now();
-    let row: MessageRow = on_backend!(tx, |conn| {
-        use schema::messages::dsl as m;
-        diesel::insert_into(m::messages)
-            .values((
-                m::conversation_id.eq(DbUuid(conversation)),
-                m::user_id.eq(user.as_str()),
-                m::role.eq(new.role),
-                m::content.eq(new.content),
-                m::tool_calls.eq(new.record.map(DbJson)),
-                m::created_at.eq(DbTime(at)),
-                m::kind.eq(new.kind),
-                m::agent_tool_calls.eq(new.agent_tool_calls.map(DbJson)),
-                m::tool_call_id.eq(new.tool_call_id),
-            ))
-            .returning(MessageRow::as_returning())
-            .get_result(conn)
-            .await?
-    });
-    Ok(row.into())
-}
 
 /// A conversation, its summary, and a page of its messages, oldest first.
 pub struct History {
