@@ -1219,7 +1219,9 @@ macro_rules! task_count_update {
 /// Inserts a task row and counts it against its user's task count, keeping its request
 /// (for idempotent replays) when it has a key: the user's new count, or `None` when the
 /// key was used before (nothing was written). On PostgreSQL the insert and the count go
-/// out together, in one round trip, the count acting only if the task row is there.
+/// out together, in one round trip. Under a key, the count (and the request) act only if
+/// the task row is there; without one the insert can only miss on an id taken already,
+/// which fails the call, so the count needs no such check.
 async fn insert_counted(
     tx: &mut Tx,
     user: &UserId,
