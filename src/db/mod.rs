@@ -21,7 +21,7 @@ use diesel_async::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use types::{DbJson, DbTime, DbUuid, sql_types_by_backend};
+pub use types::{DbJson, DbTime, DbUuid, JsonText, sql_types_by_backend};
 pub use url::DatabaseUrl;
 
 /// Errors from the database layer, classified by what a caller can do about them.

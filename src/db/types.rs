@@ -215,6 +215,28 @@ impl ToSql<Instant, Sqlite> for DbTime {
     }
 }
 
+/// A [`JsonDoc`] value already serialized, written as it is: a document made once for
+/// its column (the audit record) is not built as a `serde_json::Value` tree first.
+#[derive(Debug, AsExpression)]
+#[diesel(sql_type = JsonDoc)]
+pub struct JsonText(pub Box<serde_json::value::RawValue>);
+
+impl ToSql<JsonDoc, Pg> for JsonText {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        // jsonb's binary input: a version byte, then the text (as diesel writes a Value).
+        out.write_all(&[1])?;
+        out.write_all(self.0.get().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql<JsonDoc, Sqlite> for JsonText {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.get());
+        Ok(IsNull::No)
+    }
+}
+
 impl<T: Borrow<serde_json::Value> + std::fmt::Debug> ToSql<JsonDoc, Pg> for DbJson<T> {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
         <serde_json::Value as ToSql<sql_types::Jsonb, Pg>>::to_sql(self.0.borrow(), out)

@@ -2,12 +2,14 @@
 
 use super::conversations::insert_record;
 use super::{ErrorKind, StoreError, UserTx};
-use crate::db::DbError;
 use crate::db::sql::CachedDsl;
+use crate::db::{DbError, JsonText};
 use crate::on_backend;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -17,8 +19,12 @@ pub const RESULT_RECORD_LIMIT: usize = 16 * 1024;
 
 /// How a call ended.
 pub enum Outcome<'a> {
-    Success(Value),
-    Failure { kind: ErrorKind, message: &'a str },
+    /// Its result, serialized once by the caller.
+    Success(&'a RawValue),
+    Failure {
+        kind: ErrorKind,
+        message: &'a str,
+    },
 }
 
 /// One tool invocation, as recorded in `messages.tool_calls`.
@@ -29,35 +35,69 @@ pub struct CallRecord<'a> {
     pub duration: Duration,
 }
 
+/// A successful call's record, written straight to JSON text: its result is embedded as
+/// serialized, and nothing is built as a `Value` tree or copied on the way.
+#[derive(Serialize)]
+struct SuccessJson<'a> {
+    tool: &'a str,
+    arguments: &'a Value,
+    ok: bool,
+    result: RecordedResult<'a>,
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RecordedResult<'a> {
+    Kept(&'a RawValue),
+    Omitted { omitted: bool, bytes: usize },
+}
+
 impl CallRecord<'_> {
     /// The JSON stored in `tool_calls`:
     /// `{tool, arguments, ok, result | error: {kind, message}, duration_ms}`.
-    pub fn into_json(self) -> Value {
+    pub fn to_json(&self) -> Result<JsonText, StoreError> {
         let duration_ms = (self.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        match self.outcome {
+        let encoded = match self.outcome {
             Outcome::Success(result) => {
-                let size = serialized_size(&result);
-                let result = if size <= RESULT_RECORD_LIMIT {
-                    result
-                } else {
-                    json!({ "omitted": true, "bytes": size })
-                };
-                json!({
-                    "tool": self.tool,
-                    "arguments": self.arguments,
-                    "ok": true,
-                    "result": result,
-                    "duration_ms": duration_ms,
+                let bytes = result.get().len();
+                serde_json::value::to_raw_value(&SuccessJson {
+                    tool: self.tool,
+                    arguments: self.arguments,
+                    ok: true,
+                    result: if bytes <= RESULT_RECORD_LIMIT {
+                        RecordedResult::Kept(result)
+                    } else {
+                        RecordedResult::Omitted {
+                            omitted: true,
+                            bytes,
+                        }
+                    },
+                    duration_ms,
                 })
             }
-            Outcome::Failure { kind, message } => json!({
+            Outcome::Failure { kind, message } => serde_json::value::to_raw_value(&json!({
                 "tool": self.tool,
                 "arguments": refused_arguments(self.arguments),
                 "ok": false,
                 "error": { "kind": kind.as_str(), "message": message },
                 "duration_ms": duration_ms,
-            }),
+            })),
+        };
+        let encoded = encoded
+            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))?;
+        // JSON escapes a NUL as `\u0000`, which jsonb refuses: only then is the record
+        // read back as a tree to replace it (a `\\u0000` in the text, an escaped
+        // backslash, takes that slower road too, harmlessly).
+        if !encoded.get().contains("\\u0000") {
+            return Ok(JsonText(encoded));
         }
+        let mut tree: Value = serde_json::from_str(encoded.get())
+            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))?;
+        replace_nul(&mut tree);
+        serde_json::value::to_raw_value(&tree)
+            .map(JsonText)
+            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))
     }
 
     fn summary(&self) -> String {
@@ -133,8 +173,7 @@ pub async fn record(
 ) -> Result<(), StoreError> {
     let (tx, user) = tx.split();
     let content = call.summary().replace('\0', NUL_STANDIN);
-    let mut tool_calls = call.into_json();
-    replace_nul(&mut tool_calls);
+    let tool_calls = call.to_json()?;
     tx.commit_with_next_statement();
     insert_record(tx, user, conversation, &content, &tool_calls)
         .await
@@ -205,6 +244,54 @@ fn replace_nul(value: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn success_record(arguments: &Value, result: &Value) -> Value {
+        let result = serde_json::value::to_raw_value(result).unwrap();
+        let record = CallRecord {
+            tool: "add_task",
+            arguments,
+            outcome: Outcome::Success(&result),
+            duration: Duration::from_micros(1_500),
+        };
+        serde_json::from_str(record.to_json().unwrap().0.get()).unwrap()
+    }
+
+    /// The record written as text holds what the tree form held: the result as it was
+    /// serialized, or only its size past the limit.
+    #[test]
+    fn a_success_record_keeps_its_result_up_to_the_limit() {
+        let arguments = json!({ "title": "milk" });
+        let small = json!({ "task": { "title": "milk", "labels": [] } });
+        assert_eq!(
+            success_record(&arguments, &small),
+            json!({ "tool": "add_task", "arguments": arguments, "ok": true,
+                    "result": small, "duration_ms": 1.5 })
+        );
+        let large = json!({ "text": "x".repeat(RESULT_RECORD_LIMIT) });
+        let bytes = serde_json::to_string(&large).unwrap().len();
+        assert_eq!(
+            success_record(&arguments, &large)["result"],
+            json!({ "omitted": true, "bytes": bytes })
+        );
+    }
+
+    /// jsonb refuses `\u0000`: a NUL anywhere in a record's text (arguments or result) is
+    /// replaced, and a literal backslash before `u0000` is kept as it was.
+    #[test]
+    fn a_success_record_carries_no_nul() {
+        let record = success_record(
+            &json!({ "title": "milk", "extra\0": "a\0b" }),
+            &json!({ "title": "c:\\u0000", "note": "\0" }),
+        );
+        assert_eq!(
+            record["arguments"],
+            json!({ "title": "milk", "extra\u{FFFD}": "a\u{FFFD}b" })
+        );
+        assert_eq!(
+            record["result"],
+            json!({ "title": "c:\\u0000", "note": "\u{FFFD}" })
+        );
+    }
 
     #[test]
     fn nul_bytes_are_replaced_everywhere() {

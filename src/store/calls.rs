@@ -144,12 +144,12 @@ pub async fn finish<T: Serialize>(
     let recorded = match result {
         Ok(value) => {
             async {
-                let json = serde_json::to_value(&value)
+                let json = serde_json::value::to_raw_value(&value)
                     .map_err(|e| StoreError::Conflict(format!("cannot encode the result: {e}")))?;
                 let record = CallRecord {
                     tool: &call.tool,
                     arguments: &call.arguments,
-                    outcome: Outcome::Success(json),
+                    outcome: Outcome::Success(&json),
                     duration: call.started.elapsed(),
                 };
                 audit::record(&mut tx, destination, record).await?;

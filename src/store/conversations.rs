@@ -7,7 +7,7 @@ use super::UserTx;
 use super::cursor::CursorKey;
 use super::{Quotas, StoreError, UserId, check_text, format_time, limits, now, page_size};
 use crate::db::sql::CachedDsl;
-use crate::db::{Conn, DbJson, DbTime, DbUuid, Tx};
+use crate::db::{Conn, DbJson, DbTime, DbUuid, JsonText, Tx};
 use crate::on_backend;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -614,7 +614,7 @@ pub(super) async fn insert_record(
     user: &UserId,
     conversation: uuid::Uuid,
     content: &str,
-    record: &serde_json::Value,
+    record: &JsonText,
 ) -> Result<(), StoreError> {
     // Executed, with nothing returned: the call's COMMIT may ride with it
     // (`Tx::commit_with_next_statement`).
@@ -626,7 +626,7 @@ pub(super) async fn insert_record(
                 m::user_id.eq(user.as_str()),
                 m::role.eq("tool"),
                 m::content.eq(content),
-                m::tool_calls.eq(DbJson(record)),
+                m::tool_calls.eq(record),
                 m::created_at.eq(DbTime(now())),
                 m::kind.eq(KIND_CALL_RECORD),
             ))
