@@ -240,6 +240,12 @@ impl HttpClient {
             .await
             .map_err(|e| CallError::Unknown(format!("POST /mcp: {e}")))?;
         let status = response.status();
+        // The answer is one JSON object, or SSE events (the transport allows either).
+        let sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
         let text = response
             .text()
             .await
@@ -252,8 +258,14 @@ impl HttpClient {
                 CallError::Refused(message)
             });
         }
-        let answer = sse_data(&text)
-            .find(|message| message["id"] == id)
+        let answer = if sse {
+            sse_data(&text).find(|message| message["id"] == id)
+        } else {
+            serde_json::from_str::<Value>(&text)
+                .ok()
+                .filter(|message| message["id"] == id)
+        };
+        let answer = answer
             .ok_or_else(|| CallError::Unknown(format!("no answer with id {id} in: {text}")))?;
         interpret_answer(request, answer)
     }

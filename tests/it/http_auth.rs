@@ -13,9 +13,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::cli::create_token_with;
-use support::jsonrpc::{
-    PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
-};
+use support::jsonrpc::{PROTOCOL, Reply, add_task, client as http, initialize, initialized};
 use support::jwt::sign_hs256;
 use support::{Backend, HttpServer, PgTestDb, assert_success, create_token, start_http, todo_mcp};
 
@@ -66,12 +64,11 @@ async fn post_message(
     .await
 }
 
-/// The successful JSON-RPC response with `id` in an SSE-framed `/mcp` reply.
+/// The successful JSON-RPC response with `id` in a `/mcp` reply.
 fn result_of(reply: &Reply, id: i64) -> Value {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let message = sse_data(&reply.body)
-        .into_iter()
-        .find(|m| m["id"] == id)
+    let message = reply
+        .response(id)
         .unwrap_or_else(|| panic!("no JSON-RPC response with id {id} in {:?}", reply.body));
     message
         .get("result")
@@ -706,6 +703,13 @@ async fn a_valid_credential_acts_as_its_user() {
     assert!(result["capabilities"]["tools"].is_object(), "{result}");
 
     let reply = post_mcp(&server, Some(&auth), &add_task(2, "milk")).await;
+    // A call's answer is one JSON object, not an SSE stream (cheaper to make and to read).
+    assert_eq!(
+        reply.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..]),
+        "{}",
+        reply.body
+    );
     let task = task_of(&result_of(&reply, 2));
     assert_eq!(task["title"], "milk");
     assert_eq!(task["completed"], false);

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::jsonrpc::{
-    self, PROTOCOL, Reply, add_task, client as http, initialize, initialized, sse_data,
-};
+use support::jsonrpc::{self, PROTOCOL, Reply, add_task, client as http, initialize, initialized};
 use support::{HttpServer, PgTestDb, create_token, start_http, todo_mcp, todo_mcp_with_timeout};
 
 /// The server's body limit.
@@ -38,10 +36,10 @@ async fn post_mcp(server: &HttpServer, token: Option<&str>, message: &Value) -> 
     send(mcp_request(server, token).body(message.to_string())).await
 }
 
-/// The task of a successful `add_task` response with `id` in an SSE-framed `/mcp` reply;
-/// `None` if the body holds no response with that id.
+/// The task of a successful `add_task` response with `id` in a `/mcp` reply; `None` if the
+/// body holds no response with that id.
 fn task_in(reply: &Reply, id: i64) -> Option<Value> {
-    let message = sse_data(&reply.body).into_iter().find(|m| m["id"] == id)?;
+    let message = reply.response(id)?;
     let result = &message["result"];
     assert_ne!(result["isError"], true, "add_task {id} failed: {message}");
     let task = result["structuredContent"]["task"].clone();

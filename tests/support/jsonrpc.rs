@@ -75,9 +75,19 @@ impl Reply {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
 
-    /// The JSON-RPC messages of an SSE-framed body.
+    /// The JSON-RPC messages of the body: one JSON object (`application/json`, how the
+    /// server answers a call), or SSE events (`text/event-stream`).
     pub fn messages(&self) -> Vec<Value> {
-        sse_data(&self.body)
+        let json = self
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if json {
+            vec![self.json()]
+        } else {
+            sse_data(&self.body)
+        }
     }
 
     /// The JSON-RPC response with `id`, if the body holds one.

@@ -250,7 +250,9 @@ fn router(
     );
     let new_server = move || Ok(server.clone());
     let config = StreamableHttpServerConfig::default()
-        .with_json_response(false)
+        // A call's answer as one JSON object, not an SSE stream of one event: no stream
+        // to keep, no event framing, the body written once.
+        .with_json_response(true)
         // Host and Origin are checked by `guard` for every route, this one included.
         .disable_allowed_hosts()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
