@@ -84,20 +84,21 @@ impl CallRecord<'_> {
                 "duration_ms": duration_ms,
             })),
         };
-        let encoded = encoded
-            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))?;
+        let unencodable = |e: serde_json::Error| {
+            StoreError::Conflict(format!("cannot encode the call's record: {e}"))
+        };
+        let encoded = encoded.map_err(unencodable)?;
         // JSON escapes a NUL as `\u0000`, which jsonb refuses: only then is the record
         // read back as a tree to replace it (a `\\u0000` in the text, an escaped
         // backslash, takes that slower road too, harmlessly).
         if !encoded.get().contains("\\u0000") {
             return Ok(JsonText(encoded));
         }
-        let mut tree: Value = serde_json::from_str(encoded.get())
-            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))?;
+        let mut tree: Value = serde_json::from_str(encoded.get()).map_err(unencodable)?;
         replace_nul(&mut tree);
         serde_json::value::to_raw_value(&tree)
             .map(JsonText)
-            .map_err(|e| StoreError::Conflict(format!("cannot encode the call's record: {e}")))
+            .map_err(unencodable)
     }
 
     fn summary(&self) -> String {
