@@ -1229,12 +1229,12 @@ async fn insert_counted(
     request: Option<&TaskRequestRow>,
 ) -> Result<Option<i32>, StoreError> {
     use crate::db::schema::tasks::dsl as t;
-    let insert = diesel::insert_into(t::tasks)
-        .values(row)
-        .on_conflict((t::user_id, t::idempotency_key))
-        .do_nothing();
     let (inserted, count) = match &mut tx.conn {
         Conn::Postgres(pooled) => {
+            let insert = diesel::insert_into(t::tasks)
+                .values(row)
+                .on_conflict((t::user_id, t::idempotency_key))
+                .do_nothing();
             #[derive(QueryableByName)]
             struct Counted {
                 #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -1283,6 +1283,12 @@ async fn insert_counted(
         }
         Conn::Sqlite(pooled) => {
             let conn = &mut **pooled;
+            // SQLite's unique index on the key is partial (tasks without a key have no
+            // entry in it), which a conflict target would have to repeat: no target here,
+            // so a taken id misses as a reused key does (and `add` says which).
+            let insert = diesel::insert_into(t::tasks)
+                .values(row)
+                .on_conflict_do_nothing();
             if insert.execute(conn).await? == 0 {
                 return Ok(None);
             }

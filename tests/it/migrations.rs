@@ -241,3 +241,78 @@ async fn no_migrate_refuses_an_unmigrated_postgres() {
 async fn no_migrate_refuses_an_unmigrated_sqlite() {
     no_migrate_refuses_pending(Backend::Sqlite).await;
 }
+
+/// Every task of a user, subtasks included, as `list_tasks` shows them.
+async fn every_task(client: &support::McpClient) -> serde_json::Value {
+    client
+        .call_ok("list_tasks", json!({ "status": "all", "limit": 100 }))
+        .await["tasks"]
+        .clone()
+}
+
+/// 000018 rebuilds SQLite's tasks, task_labels and task_requests under new keys (and
+/// back): going down past it and up again keeps every task, label, subtask and request,
+/// and the keys still act (a keyed add replays, deleting a parent deletes its subtask).
+async fn the_tasks_rebuild_keeps_everything(backend: Backend) {
+    let db = empty(backend).await;
+    migrate(&db, &[]);
+    let client = connect_in_process(db.url(), None, &[]).await;
+    let keyed = json!({
+        "title": "parent", "idempotency_key": "k-1", "labels": ["home", "Urgent"],
+        "due": "2030-01-02", "priority": "high", "estimate_minutes": 30,
+        "repeat": "FREQ=WEEKLY", "description": "with everything set"
+    });
+    let parent = client.call_ok("add_task", keyed.clone()).await["task"]["id"].clone();
+    let child = client
+        .call_ok(
+            "add_task",
+            json!({ "title": "child", "parent_task_id": parent, "labels": ["home"] }),
+        )
+        .await["task"]["id"]
+        .clone();
+    client
+        .call_ok("complete_task", json!({ "task_id": child }))
+        .await;
+    client
+        .call_ok("add_task", json!({ "title": "plain" }))
+        .await;
+    let before = every_task(&client).await;
+    assert_eq!(before.as_array().map(Vec::len), Some(3), "{before}");
+    client.close().await;
+
+    let names = status(&db);
+    let at = names
+        .iter()
+        .position(|(_, name)| name.ends_with("_tasks_keyed_by_user"))
+        .expect("the tasks_keyed_by_user migration is listed");
+    for _ in at..names.len() {
+        migrate(&db, &["down"]);
+    }
+    // (A server would apply the migrations again on start: nothing reads in between.)
+    assert_eq!(states(&db)[at], "pending");
+    migrate(&db, &["run"]);
+
+    let client = connect_in_process(db.url(), None, &[]).await;
+    assert_eq!(every_task(&client).await, before, "after coming back up");
+    let replay = client.call_ok("add_task", keyed).await;
+    assert_eq!(replay["replayed"], true, "{replay}");
+    assert_eq!(replay["task"]["id"], parent, "{replay}");
+    let deleted = client
+        .call_ok("delete_task", json!({ "task_id": parent }))
+        .await;
+    assert_eq!(deleted["subtasks_deleted"], 1, "{deleted}");
+    let left = every_task(&client).await;
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(left[0]["title"], "plain");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_rebuild_keeps_everything_on_sqlite() {
+    the_tasks_rebuild_keeps_everything(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_rebuild_keeps_everything_on_postgres() {
+    the_tasks_rebuild_keeps_everything(Backend::Postgres).await;
+}

@@ -1,0 +1,2 @@
+-- SQLite only: its tasks table takes the key PostgreSQL's took in 000017 (see
+-- migrations/sqlite). Kept so that both backends share one list of migration versions.
