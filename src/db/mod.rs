@@ -495,6 +495,15 @@ impl Tx {
         matches!(self.conn, Conn::Postgres(_))
     }
 
+    /// Makes every call record findable by full-text search: SQLite indexes them in
+    /// batches (in the background, and here what is left), PostgreSQL as it writes them.
+    pub async fn index_call_records(&mut self) -> Result<(), DbError> {
+        if let Conn::Sqlite(conn) = &mut self.conn {
+            sqlite::index_call_records(conn, sqlite::ALL_CALL_RECORDS).await?;
+        }
+        Ok(())
+    }
+
     /// Whether the transaction's connection turned out closed before anything ran on it;
     /// the error it gave is then [`DbError::StaleConnection`]-worthy.
     pub fn found_dead(&self) -> bool {

@@ -195,6 +195,9 @@ pub async fn search(
     if let Some(conversation) = search.conversation {
         super::conversations::find(tx, user, conversation).await?;
     }
+    if search.include_call_records {
+        tx.index_call_records().await?;
+    }
     let finder = Finder::new(tx, &query, &parsed, search);
     // One more hit than the page, to know whether there is a next one; each hit with the
     // position after it, which the next page starts from.

@@ -770,10 +770,14 @@ async fn table_rows(db: &TestDb) -> BTreeMap<String, String> {
             )
             .await
         }
+        // Not FTS5's own tables: the server adds call records to the search index in
+        // the background, about a second after they are written (migration 000019).
         TestDb::Sqlite(_) => {
             support::sql::texts(
                 db,
-                "SELECT name AS j FROM sqlite_master WHERE type = 'table' ORDER BY 1",
+                "SELECT name AS j FROM sqlite_master WHERE type = 'table' AND name NOT IN \
+                 ('messages_fts_data', 'messages_fts_idx', 'messages_fts_docsize', \
+                 'messages_fts_config') ORDER BY 1",
             )
             .await
         }

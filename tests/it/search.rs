@@ -357,3 +357,114 @@ both_backends!(
     search_pages_with_cursors_bound_to_the_search,
     search_ranks_the_newest_matches_a_window_at_a_time,
 );
+
+/// SQLite indexes call records in batches (migration 000019): the server indexes them in
+/// the background within seconds, a search that includes records first indexes what is
+/// left, a user's erasure takes their records out (indexed or not) without corrupting the
+/// index, and a record written with an id the index has passed (an import keeps ids) is
+/// indexed as it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_records_are_indexed_in_batches_on_sqlite() {
+    let db = TestDb::Sqlite(support::SqliteTestDb::new());
+    let alice = create_token(db.url(), "alice");
+    let bob = create_token(db.url(), "bob");
+    let a = connect_in_process(db.url(), Some(&alice), &[]).await;
+    let b = connect_in_process(db.url(), Some(&bob), &[]).await;
+    let number = async |select: &str| -> i64 {
+        let texts = support::sql::texts(&db, select).await;
+        texts[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("{select}: {texts:?}"))
+    };
+    let through = "SELECT through AS j FROM messages_fts_records";
+    let newest_record = "SELECT max(id) AS j FROM messages WHERE kind = 'call_record'";
+    // The index agrees with the messages table once every record is in it (FTS5 checks
+    // against every row of its content table).
+    let check_index = "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)";
+
+    // In the background: `through` reaches the newest record within seconds.
+    let indexed_in_the_background = async || {
+        let newest = number(newest_record).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while number(through).await < newest {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records through {newest} not indexed in the background within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    for n in 0..5 {
+        a.call_ok("add_task", json!({ "title": format!("alice task {n}") }))
+            .await;
+    }
+    indexed_in_the_background().await;
+    support::sql::execute(&db, check_index).await;
+
+    // Records the background has not reached: the search indexes them first.
+    support::sql::execute(
+        &db,
+        "BEGIN IMMEDIATE; \
+         UPDATE messages_fts_records SET through = 0; \
+         INSERT INTO messages_fts (messages_fts) VALUES ('delete-all'); \
+         INSERT INTO messages_fts (rowid, content) \
+             SELECT id, content FROM messages WHERE kind = 'message'; \
+         COMMIT;",
+    )
+    .await;
+    b.call_ok("list_tasks", json!({})).await;
+    let listed = number("SELECT max(id) AS j FROM messages WHERE user_id = 'bob'").await;
+    let hits = found(
+        &b,
+        json!({ "query": "list_tasks", "include_call_records": true }),
+    )
+    .await;
+    assert_eq!(hits, ["list_tasks succeeded"], "bob's record, found once");
+    assert!(number(through).await >= listed);
+    indexed_in_the_background().await;
+    support::sql::execute(&db, check_index).await;
+
+    // Alice's erasure takes out her indexed records and her newest, unindexed ones.
+    for _ in 0..3 {
+        a.call_ok("list_tasks", json!({})).await;
+    }
+    let freed = number("SELECT min(id) AS j FROM messages WHERE user_id = 'alice'").await;
+    support::cli::todo_mcp_ok(db.url(), &["user", "delete", "alice"]);
+    let hits = found(
+        &b,
+        json!({ "query": "succeeded", "include_call_records": true }),
+    )
+    .await;
+    assert_eq!(
+        hits.len(),
+        2,
+        "bob's two records, none of alice's: {hits:?}"
+    );
+    indexed_in_the_background().await;
+    support::sql::execute(&db, check_index).await;
+
+    // A record written with an id below `through` is indexed at once (the search's own
+    // catch-up would not reach it).
+    assert!(freed <= number(through).await);
+    support::sql::execute(
+        &db,
+        &format!(
+            "INSERT INTO messages (id, conversation_id, user_id, role, content, tool_calls, \
+                 created_at, kind) \
+             SELECT {freed}, conversation_id, user_id, 'tool', 'imported_tool succeeded', \
+                 tool_calls, created_at, 'call_record' \
+             FROM messages WHERE user_id = 'bob' AND kind = 'call_record' LIMIT 1"
+        ),
+    )
+    .await;
+    let hits = found(
+        &b,
+        json!({ "query": "imported_tool", "include_call_records": true }),
+    )
+    .await;
+    assert_eq!(hits, ["imported_tool succeeded"]);
+    indexed_in_the_background().await;
+    support::sql::execute(&db, check_index).await;
+    a.close().await;
+    b.close().await;
+}

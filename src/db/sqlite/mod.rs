@@ -107,41 +107,106 @@ pub async fn pool(
 }
 
 /// Checkpoints the WAL from a thread of its own, every [`CHECKPOINT_EVERY`] (often, so
-/// each copies little and completes between writes), while
+/// each copies little and completes between writes), and every [`INDEX_RECORDS_EVERY`]
+/// puts the newest call records into the full-text index ([`index_call_records`]), while
 /// `alive` can be upgraded (the [`super::Database`] holds it).
 ///
 /// SQLite's own checkpoint runs inside the commit that crosses `wal_autocheckpoint`
 /// pages: every call writes its record, so one call in ~80 paid ~5 ms of copying and
 /// syncing (measured: the p99 of every read). A passive checkpoint here takes no lock a
 /// writer waits for; the connections' `wal_autocheckpoint` (10,000 pages) stays a safety
-/// net should this thread not run.
+/// net should this thread not run. Indexing takes the write lock, never waiting for it:
+/// while a call holds it, it tries again at the next tick.
 pub fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) {
     let path = path.to_owned();
     let spawned = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             let mut conn: Option<SqliteConnection> = None;
+            let mut last_indexed = Instant::now();
             while alive.upgrade().is_some() {
                 std::thread::sleep(CHECKPOINT_EVERY);
                 let Ok(url) = path_str(&path) else { return };
                 if conn.is_none() {
                     conn = diesel::Connection::establish(&url).ok();
                 }
-                if let Some(open) = conn.as_mut() {
-                    let checkpoint = diesel::connection::SimpleConnection::batch_execute(
+                let Some(open) = conn.as_mut() else { continue };
+                if last_indexed.elapsed() >= INDEX_RECORDS_EVERY {
+                    let indexed = diesel::connection::SimpleConnection::batch_execute(
                         open,
-                        "PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(PASSIVE);",
-                    );
-                    if let Err(error) = checkpoint {
-                        tracing::debug!(%error, "WAL checkpoint skipped");
-                        conn = None;
+                        DONT_WAIT_FOR_LOCKS,
+                    )
+                    .and_then(|()| {
+                        open.immediate_transaction(|open| {
+                            index_call_records_sync(open, INDEX_RECORDS_BATCH)
+                        })
+                    });
+                    // Busy (a call holds the write lock): again at the next tick.
+                    match indexed {
+                        Ok(_) => last_indexed = Instant::now(),
+                        Err(error) => tracing::debug!(%error, "call records not indexed yet"),
                     }
+                }
+                let checkpoint = diesel::connection::SimpleConnection::batch_execute(
+                    open,
+                    "PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(PASSIVE);",
+                );
+                if let Err(error) = checkpoint {
+                    tracing::debug!(%error, "WAL checkpoint skipped");
+                    conn = None;
                 }
             }
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "no WAL checkpoint thread: commits will checkpoint");
     }
+}
+
+/// How often [`spawn_checkpointer`] indexes the call records written since it last did.
+const INDEX_RECORDS_EVERY: Duration = Duration::from_secs(1);
+
+/// The most call records [`spawn_checkpointer`] indexes in one transaction, so that it
+/// holds the write lock for milliseconds even after a long backlog.
+const INDEX_RECORDS_BATCH: i64 = 5_000;
+
+/// Every call record not yet indexed: what a search that includes them needs first.
+pub const ALL_CALL_RECORDS: i64 = i64::MAX / 2;
+
+/// The full-text index (`messages_fts`) takes call records in batches: it holds every
+/// record whose id is at most `messages_fts_records.through` (migration 000019 says why
+/// and how the triggers keep that true). These two statements index up to `batch` of the
+/// newer ones and move `through` past them; they run in one write transaction.
+const INDEX_CALL_RECORDS: &str = "INSERT INTO messages_fts (rowid, content) \
+     SELECT m.id, m.content FROM messages_fts_records p, messages m \
+     WHERE m.id > p.through AND m.id <= p.through + ? AND m.kind = 'call_record'";
+const ADVANCE_INDEXED_THROUGH: &str = "UPDATE messages_fts_records SET through = \
+     max(through, min(through + ?, (SELECT coalesce(max(id), 0) FROM messages)))";
+
+/// Indexes up to `batch` call records that are not in the full-text index yet, in the
+/// caller's write transaction; returns how many.
+pub async fn index_call_records(conn: &mut Connection, batch: i64) -> diesel::QueryResult<usize> {
+    use diesel_async::RunQueryDsl;
+    let indexed = diesel::sql_query(INDEX_CALL_RECORDS)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(conn)
+        .await?;
+    diesel::sql_query(ADVANCE_INDEXED_THROUGH)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(conn)
+        .await?;
+    Ok(indexed)
+}
+
+/// [`index_call_records`] on the checkpoint thread's own (blocking) connection.
+fn index_call_records_sync(conn: &mut SqliteConnection, batch: i64) -> diesel::QueryResult<usize> {
+    use diesel::RunQueryDsl;
+    let indexed = diesel::sql_query(INDEX_CALL_RECORDS)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(conn)?;
+    diesel::sql_query(ADVANCE_INDEXED_THROUGH)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(conn)?;
+    Ok(indexed)
 }
 
 /// SQLite's built-in `lower()` folds ASCII only; replacing it makes case-insensitive

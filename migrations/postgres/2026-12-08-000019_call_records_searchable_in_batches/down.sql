@@ -1,0 +1,1 @@
+-- Nothing to revert: see up.sql.

@@ -1,0 +1,3 @@
+-- SQLite only: its full-text index takes call records in batches (see migrations/sqlite).
+-- PostgreSQL's search vector is a generated column with a GIN index, whose pending list
+-- already batches. Kept so that both backends share one list of migration versions.
