@@ -183,21 +183,14 @@ const ADVANCE_INDEXED_THROUGH: &str = "UPDATE messages_fts_records SET through =
      max(through, min(through + ?, (SELECT coalesce(max(id), 0) FROM messages)))";
 
 /// Indexes up to `batch` call records that are not in the full-text index yet, in the
-/// caller's write transaction; returns how many.
+/// caller's write transaction; returns how many. (The statements run on the calling
+/// thread, see [`OnCallingThread`], as [`index_call_records_sync`] does on the checkpoint
+/// thread's own connection.)
 pub async fn index_call_records(conn: &mut Connection, batch: i64) -> diesel::QueryResult<usize> {
-    use diesel_async::RunQueryDsl;
-    let indexed = diesel::sql_query(INDEX_CALL_RECORDS)
-        .bind::<diesel::sql_types::BigInt, _>(batch)
-        .execute(conn)
-        .await?;
-    diesel::sql_query(ADVANCE_INDEXED_THROUGH)
-        .bind::<diesel::sql_types::BigInt, _>(batch)
-        .execute(conn)
-        .await?;
-    Ok(indexed)
+    conn.spawn_blocking(move |inner| index_call_records_sync(inner, batch))
+        .await
 }
 
-/// [`index_call_records`] on the checkpoint thread's own (blocking) connection.
 fn index_call_records_sync(conn: &mut SqliteConnection, batch: i64) -> diesel::QueryResult<usize> {
     use diesel::RunQueryDsl;
     let indexed = diesel::sql_query(INDEX_CALL_RECORDS)
